@@ -1,0 +1,133 @@
+"""The ``skelssl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from skelssl import __version__
+from skelssl.errors import ConfigError, SkelsslError
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from skelssl.data.importers import get_importer_class
+    from skelssl.data.prepare import prepare_store, tty_progress
+
+    cls = get_importer_class(args.source)
+    importer = cls(args.input, **_parse_overrides(args.options))
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    print(f"prepare {args.source}: {args.input} -> {args.out} ({args.workers} worker{'s' * (args.workers > 1)})")
+    summary = prepare_store(
+        importer, args.out, workers=args.workers, overwrite=args.overwrite, progress=tty_progress(args.source)
+    )
+    for rej in summary.rejected[:20]:
+        where = f"{rej.path}:{rej.line}" if rej.line is not None else rej.path
+        print(f"  rejected {where}: {rej.reason}")
+    if len(summary.rejected) > 20:
+        print(f"  … {len(summary.rejected) - 20} more in {summary.path / 'rejected.json'}")
+    if summary.skipped:
+        print(f"  skipped {len(summary.skipped)} sample(s) on purpose (listed in {summary.path / 'rejected.json'})")
+    print(
+        f"prepared {summary.num_sequences} sequences ({summary.num_frames} frames, {summary.num_classes} classes) "
+        f"from {summary.num_tasks} inputs in {summary.seconds:.1f} s -> {summary.path}; "
+        f"{len(summary.rejected)} rejected, {len(summary.skipped)} skipped"
+    )
+    if args.strict and summary.rejected:
+        print(f"error: --strict: {len(summary.rejected)} input(s) rejected", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from skelssl.data.store import SkeletonStore
+
+    store = SkeletonStore.open(args.store)
+    meta = store.meta
+    lengths = store.lengths
+    print(f"store      {store.path}")
+    print(f"source     {meta['source']}   (format v{meta['version']}, {meta.get('created_by', '?')})")
+    print(f"layout     {store.layout.name}: {store.num_joints} joints x {store.channels} coordinates")
+    print(f"persons    up to {store.num_persons} per frame")
+    print(f"sequences  {len(store)}   frames {int(lengths.sum())}")
+    if len(store):
+        print(
+            f"length     min {lengths.min()}  median {int(np.median(lengths))}  "
+            f"mean {lengths.mean():.1f}  max {lengths.max()}"
+        )
+    counts = np.bincount(store.labels, minlength=store.num_classes)
+    print(f"classes    {store.num_classes}")
+    for i, name in enumerate(store.class_names):
+        print(f"  {i:>4}  {name:<40} {counts[i]:>7}")
+    if store.field_names:
+        print(f"fields     {', '.join(store.field_names)}")
+    if store.splits:
+        print("splits")
+        for name in store.splits:
+            sizes = "  ".join(f"{p} {len(store.split_indices(name, p))}" for p in store.split_parts(name))
+            print(f"  {name:<10} {sizes}")
+    rejected = meta.get("num_rejected", 0)
+    skipped = meta.get("num_skipped", 0)
+    print(f"inputs     {meta.get('input', '?')}  (checksum {meta.get('input_checksum', '?')[:16]}…)")
+    print(f"rejected   {rejected}   skipped {skipped}   (details in rejected.json)")
+    print(
+        f"{store.path.name}: {len(store)} sequences, {store.num_classes} classes, "
+        f"{len(store.splits)} split(s), layout {store.layout.name}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from skelssl.data.importers import SOURCES
+
+    parser = argparse.ArgumentParser(
+        prog="skelssl", description="Self-supervised learning on skeleton sequences (PSTL, Skeleton2vec, MAMP)."
+    )
+    parser.add_argument("--version", action="version", version=f"skelssl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="import a raw dataset into a store")
+    p.add_argument("source", metavar="SOURCE", choices=SOURCES, help=" | ".join(SOURCES))
+    p.add_argument("--input", required=True, type=Path, help="raw dataset folder or file")
+    p.add_argument("--out", required=True, type=Path, help="store directory to create")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any input was rejected")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("options", nargs="*", metavar="key=value", help="importer options (e.g. bodies=denoise)")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("info", help="describe a store")
+    p.add_argument("store", type=Path, metavar="STORE")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SkelsslError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
