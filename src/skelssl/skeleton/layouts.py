@@ -183,7 +183,8 @@ KINECT20 = Layout(
         "trunk": (0, 1, 2, 3),
     },
     description="Kinect v1, 20 joints (SDK order: hip centre, spine, shoulder centre, head, …): "
-    "NW-UCLA, UTD-MHAD, MSR Action3D, UTKinect",
+    "NW-UCLA, UTD-MHAD, MSR Action3D, UTKinect. Kinect v1's 'spine' (spine_mid here) sits just above "
+    "the hip centre, lower than Kinect v2's spine-mid",
 )
 
 _FIFTEEN_PARTS = {
@@ -248,7 +249,7 @@ FLORENCE15 = Layout(
     ),
     parents=(1, 1, 1, 1, 3, 4, 1, 6, 7, 2, 9, 10, 2, 12, 13),
     center=1,
-    spine_base=(2,),
+    spine_base=(9, 12),  # the hips' midpoint: the dataset's "torso" joint sits ~19 cm above the hip line
     spine_mid=(2,),
     spine_top=(1,),
     left_shoulder=3,
@@ -257,7 +258,7 @@ FLORENCE15 = Layout(
     right_hip=12,
     pairs=((3, 6), (4, 7), (5, 8), (9, 12), (10, 13), (11, 14)),
     parts=_FIFTEEN_PARTS,
-    description="Florence 3D Actions, 15 joints (the dataset's body model: torso is the hip centre)",
+    description="Florence 3D Actions, 15 joints (OpenNI order; coordinates reordered to x, height, depth)",
 )
 
 COCO17 = Layout(
