@@ -47,12 +47,27 @@ def test_store_round_trips_real_values(toy_store: Path, ucla_files: list[Path]) 
     assert store.lengths.sum() == store.meta["total_frames"]
 
 
-def test_store_is_memory_mapped_and_read_only(toy_store: Path) -> None:
+def test_store_is_memory_mapped_and_reads_are_private(toy_store: Path) -> None:
     store = SkeletonStore.open(toy_store)
-    kp = store.keypoints(0)
-    assert isinstance(kp.base, np.memmap) or isinstance(kp, np.memmap)
+    assert isinstance(store.memmap, np.memmap)
     with pytest.raises(ValueError):
-        kp[0, 0, 0, 0] = 1.0
+        store.memmap[0, 0, 0, 0] = 1.0
+    kp = store.keypoints(1)
+    np.testing.assert_array_equal(kp, store.memmap[store.offsets[1] : store.offsets[1] + store.lengths[1]])
+    kp[:] = 7.0  # the caller's copy: the store is untouched
+    assert not (store.keypoints(1) == 7.0).all()
+
+
+def test_store_pickles_as_a_reference(toy_store: Path) -> None:
+    import pickle
+
+    store = SkeletonStore.open(toy_store)
+    blob = pickle.dumps(store)
+    assert len(blob) < 20_000  # path + index, never the keypoints
+    clone = pickle.loads(blob)
+    np.testing.assert_array_equal(clone.keypoints(2), store.keypoints(2))
+    clone.close()
+    np.testing.assert_array_equal(clone.keypoints(2), store.keypoints(2))  # reopens after close
 
 
 def test_splits(toy_store: Path) -> None:

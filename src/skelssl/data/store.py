@@ -3,7 +3,9 @@
 A store is a directory:
 
 - ``keypoints.npy``: float32 ``(total_frames, M, V, C)``, every sequence's frames concatenated;
-  opened with ``mmap_mode="r"`` and never read whole.
+  opened with ``mmap_mode="r"`` (for bulk access) and never read whole. Single sequences are read with
+  ``os.pread`` into a private array: touching a memory map pulls whole page-cache folios (up to 2 MB)
+  into the reader's resident set, a pread reads just the sequence.
 - ``index.npz``: per sequence ``offsets``, ``lengths``, ``labels`` (0-based), ``names`` and the
   source's metadata fields (``subjects``, ``cameras``, ``views`` …).
 - ``meta.json``: layout, persons, class names, source, format version, split definitions, a checksum
@@ -36,7 +38,7 @@ _HEADER_BYTES = 256  # fixed .npy header size, so the shape can be rewritten aft
 
 @dataclass(frozen=True)
 class StoredSequence:
-    """One sequence read from a store. ``keypoints`` is a read-only ``(T, M, V, C)`` view."""
+    """One sequence read from a store. ``keypoints`` is the caller's own ``(T, M, V, C)`` array."""
 
     index: int
     name: str
@@ -48,11 +50,30 @@ class StoredSequence:
 class SkeletonStore:
     """Read access to a prepared store. Opening reads only the index and metadata."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], index: dict[str, np.ndarray], keypoints: np.ndarray):
+    def __init__(self, path: Path, meta: dict[str, Any], index: dict[str, np.ndarray], keypoints: np.memmap):
         self.path = path
         self.meta = meta
         self._index = index
         self._keypoints = keypoints
+        self._fd: int | None = None
+        self._fd_pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (e.g. to DataLoader workers) as its path and index only; the map and fd reopen on arrival.
+        return {"path": self.path, "meta": self.meta, "index": self._index}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        keypoints = np.load(state["path"] / "keypoints.npy", mmap_mode="r", allow_pickle=False)
+        self.__init__(state["path"], state["meta"], state["index"], keypoints)  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file descriptor used for reads (reopened on the next read)."""
+        if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)  # type: ignore[arg-type]
+        self._fd = None
 
     @classmethod
     def open(cls, path: str | Path) -> SkeletonStore:
@@ -168,10 +189,24 @@ class SkeletonStore:
     def __len__(self) -> int:
         return len(self._index["offsets"])
 
+    @property
+    def memmap(self) -> np.memmap:
+        """The whole read-only ``(total_frames, M, V, C)`` keypoints array, memory-mapped."""
+        return self._keypoints
+
     def keypoints(self, i: int) -> np.ndarray:
-        """Read-only ``(T, M, V, C)`` view of sequence ``i`` (pages are read on access)."""
-        start = int(self._index["offsets"][i])
-        return self._keypoints[start : start + int(self._index["lengths"][i])]
+        """Sequence ``i`` as a new float32 ``(T, M, V, C)`` array (one ``pread``; the file is never read whole)."""
+        if self._fd is None or self._fd_pid != os.getpid():  # one descriptor per process (forked workers)
+            self._fd = os.open(self.path / "keypoints.npy", os.O_RDONLY)
+            self._fd_pid = os.getpid()
+        start, length = int(self._index["offsets"][i]), int(self._index["lengths"][i])
+        frame = self._keypoints.strides[0]
+        nbytes = length * frame
+        data = os.pread(self._fd, nbytes, self._keypoints.offset + start * frame)
+        if len(data) != nbytes:
+            raise StoreError(f"{self.path / 'keypoints.npy'}: sequence {i} is cut short (file truncated?)")
+        out = np.frombuffer(bytearray(data), dtype="<f4").reshape(length, *self._keypoints.shape[1:])
+        return out.astype(np.float32, copy=False)
 
     def __getitem__(self, i: int) -> StoredSequence:
         n = len(self)
