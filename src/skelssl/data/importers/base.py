@@ -171,6 +171,18 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def digest_file(path: Path, *, chunk_bytes: int = 1 << 24) -> str:
+    """:func:`digest_bytes` of a file's content, read in chunks (for inputs too large to hold twice)."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(chunk_bytes):
+                digest.update(block)
+    except OSError as err:
+        raise BadInputError(path, f"cannot read: {err.strerror}") from err
+    return digest.hexdigest()
+
+
 def read_bytes(path: Path, *, max_bytes: int = 1 << 31) -> bytes:
     """Read a whole input file, refusing empty or absurdly large ones with a named error."""
     try:
