@@ -118,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value options may stand anywhere after the command (argparse binds a trailing nargs="*"
+    # positional too early when options follow it)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "options")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.options = [*args.options, *extra]
     try:
         return int(args.func(args))
     except SkelsslError as err:
