@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +86,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
 
 
 class Importer(ABC):
@@ -127,6 +128,8 @@ class Importer(ABC):
                     raise ConfigError(f"option {key}={value!r}: expected {opt.type.__name__}") from err
             if opt.choices is not None and value not in opt.choices:
                 raise ConfigError(f"option {key}={value!r}: choose one of {list(opt.choices)}")
+            if opt.minimum is not None and value < opt.minimum:
+                raise ConfigError(f"option {key}={value!r}: must be at least {opt.minimum:g}")
             resolved[key] = value
         for key, opt in cls.OPTIONS.items():
             resolved.setdefault(key, opt.default)
@@ -181,6 +184,20 @@ def digest_file(path: Path, *, chunk_bytes: int = 1 << 24) -> str:
     except OSError as err:
         raise BadInputError(path, f"cannot read: {err.strerror}") from err
     return digest.hexdigest()
+
+
+def run_one_file(path: Path, parse: Callable[[Path, bytes], Sequence], *, max_bytes: int) -> TaskResult:
+    """Read one input file and parse it into one sequence; bad input becomes a ``Rejected`` record."""
+    try:
+        data = read_bytes(path, max_bytes=max_bytes)
+    except BadInputError as err:
+        return TaskResult(rejected=[Rejected.from_error(err)])
+    digest = digest_bytes(data)
+    try:
+        sequence = parse(path, data)
+    except BadInputError as err:
+        return TaskResult(rejected=[Rejected.from_error(err)], digest=digest)
+    return TaskResult(sequences=[sequence], digest=digest)
 
 
 def read_bytes(path: Path, *, max_bytes: int = 1 << 31) -> bytes:

@@ -181,13 +181,11 @@ class GenericImporter(Importer):
     source: ClassVar[str] = "generic"
     OPTIONS: ClassVar[dict[str, Option]] = {
         "layout": Option(str, "", "layout name when the file has no 'layout' member", tuple(["", *LAYOUTS])),
-        "chunk": Option(int, 512, "sequences per task when keypoints are stored uncompressed"),
+        "chunk": Option(int, 512, "sequences per task when keypoints are stored uncompressed", minimum=1),
     }
 
     def __init__(self, input: str | Path, **options: Any) -> None:
         super().__init__(input, **options)
-        if self.options["chunk"] < 1:
-            raise ConfigError(f"option chunk={self.options['chunk']}: must be at least 1")
         self._cached: _Index | None = None
 
     @property

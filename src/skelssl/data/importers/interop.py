@@ -49,7 +49,7 @@ _LAYOUT_OPTION = Option(
     str, "", "layout name (default: ntu25 for 25 joints, coco17 for 17, kinect20 for 20)", ("", *LAYOUTS)
 )
 _CLASS_NAMES_OPTION = Option(str, "", "text file with one class name per line (default: class_000, class_001 …)")
-_CHUNK_OPTION = Option(int, 512, "sequences per task (memory-mapped inputs)")
+_CHUNK_OPTION = Option(int, 512, "sequences per task (memory-mapped inputs)", minimum=1)
 
 
 def resolve_layout(path: Path, num_joints: int, option: str) -> str:
@@ -374,8 +374,6 @@ class AimCLRImporter(Importer):
 
     def __init__(self, input: str | Path, **options: Any) -> None:
         super().__init__(input, **options)
-        if self.options["chunk"] < 1:
-            raise ConfigError(f"option chunk={self.options['chunk']}: must be at least 1")
         self._summary: _AimCLRInfo | None = None
 
     @property
@@ -542,8 +540,6 @@ class CTRGCNImporter(Importer):
 
     def __init__(self, input: str | Path, **options: Any) -> None:
         super().__init__(input, **options)
-        if self.options["chunk"] < 1:
-            raise ConfigError(f"option chunk={self.options['chunk']}: must be at least 1")
         self._summary: _CTRGCNInfo | None = None
 
     @property

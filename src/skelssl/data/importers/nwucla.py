@@ -20,13 +20,11 @@ import numpy as np
 from skelssl.data.importers.base import (
     Importer,
     Option,
-    Rejected,
     Sequence,
     TaskResult,
     check_keypoints,
     decode_text,
-    digest_bytes,
-    read_bytes,
+    run_one_file,
 )
 from skelssl.errors import BadInputError
 
@@ -72,17 +70,7 @@ class NWUCLAImporter(Importer):
         return [str(path) for path in files]
 
     def run(self, task: str) -> TaskResult:
-        path = Path(task)
-        try:
-            data = read_bytes(path, max_bytes=1 << 28)
-        except BadInputError as err:
-            return TaskResult(rejected=[Rejected.from_error(err)])
-        digest = digest_bytes(data)
-        try:
-            sequence = parse_nwucla(path, data)
-        except BadInputError as err:
-            return TaskResult(rejected=[Rejected.from_error(err)], digest=digest)
-        return TaskResult(sequences=[sequence], digest=digest)
+        return run_one_file(Path(task), parse_nwucla, max_bytes=1 << 28)
 
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES)

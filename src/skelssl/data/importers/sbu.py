@@ -14,6 +14,7 @@ they are unless ``denormalize=true`` applies the README's inverse:
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,13 +23,11 @@ import numpy as np
 from skelssl.data.importers.base import (
     Importer,
     Option,
-    Rejected,
     Sequence,
     TaskResult,
     check_keypoints,
     decode_text,
-    digest_bytes,
-    read_bytes,
+    run_one_file,
 )
 from skelssl.errors import BadInputError
 
@@ -89,17 +88,7 @@ class SBUImporter(Importer):
         return [str(path) for path in files]
 
     def run(self, task: str) -> TaskResult:
-        path = Path(task)
-        try:
-            data = read_bytes(path, max_bytes=1 << 26)
-        except BadInputError as err:
-            return TaskResult(rejected=[Rejected.from_error(err)])
-        digest = digest_bytes(data)
-        try:
-            sequence = parse_sbu(path, data, denormalize=self.options["denormalize"])
-        except BadInputError as err:
-            return TaskResult(rejected=[Rejected.from_error(err)], digest=digest)
-        return TaskResult(sequences=[sequence], digest=digest)
+        return run_one_file(Path(task), partial(parse_sbu, denormalize=self.options["denormalize"]), max_bytes=1 << 26)
 
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES)
