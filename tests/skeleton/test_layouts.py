@@ -115,3 +115,14 @@ def test_flip_is_an_involution_on_arrays(name: str, t: int, m: int) -> None:
     x = np.random.default_rng(t * 7 + m).normal(size=(t, m, lay.num_joints, 3))
     perm = list(lay.flip_permutation)
     np.testing.assert_array_equal(x[..., perm, :][..., perm, :], x)
+
+
+def test_layouts_pickle() -> None:
+    import pickle
+
+    ntu = get_layout("ntu25")
+    assert pickle.loads(pickle.dumps(ntu)) is ntu
+    fields = {k: getattr(ntu, k) for k in Layout.__dataclass_fields__}
+    custom = Layout(**{**fields, "name": "mine", "parts": dict(ntu.parts)})
+    clone = pickle.loads(pickle.dumps(custom))
+    assert clone == custom and clone is not custom

@@ -60,6 +60,13 @@ class Layout:
             raise ValueError(f"{self.name}: body parts must be {PART_NAMES}")
         object.__setattr__(self, "parts", MappingProxyType(dict(self.parts)))
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # MappingProxyType does not pickle: send registered layouts by name, others by their fields
+        if LAYOUTS.get(self.name) is self:
+            return (get_layout, (self.name,))
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return (_rebuild, ({**fields, "parts": dict(self.parts)},))
+
     @property
     def num_joints(self) -> int:
         return len(self.joints)
@@ -325,6 +332,10 @@ _ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "right_ankle": ("right_foot",),
     }
 )
+
+
+def _rebuild(fields: dict[str, object]) -> Layout:
+    return Layout(**fields)  # type: ignore[arg-type]
 
 
 def get_layout(name: str) -> Layout:
