@@ -125,6 +125,7 @@ class SkeletonTransformer(nn.Module):
         self.segment = segment
         self.num_segments = frames // segment
         self.dim = dim
+        self.feature_dim = dim  # the pooled feature width, as STGCN.feature_dim
         self.depth = depth
 
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=(segment, 1), stride=(segment, 1))
