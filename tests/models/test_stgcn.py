@@ -404,3 +404,14 @@ def test_strides_shorten_time() -> None:
         hk.remove()
     assert seen == [50] * 4 + [25] * 3 + [13] * 3
     assert seen[-1] == math.ceil(math.ceil(50 / 2) / 2)
+
+
+def test_encoders_rebuild_from_their_spec() -> None:
+    from skelssl.models import SkeletonTransformer
+    from skelssl.models.registry import build_encoder, encoder_spec
+
+    for enc in (STGCN(layout="kinect20", hidden_channels=8), SkeletonTransformer.mamp(layout="sbu15", depth=2)):
+        spec = encoder_spec(enc)
+        clone = build_encoder(spec)
+        assert type(clone) is type(enc) and encoder_spec(clone) == spec
+        assert [p.shape for p in clone.parameters()] == [p.shape for p in enc.parameters()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, reduce, repeat
@@ -148,6 +149,17 @@ class STGCN(nn.Module):
     ) -> None:
         super().__init__()
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
+        self._config = {
+            "layout": self.layout.name,
+            "in_channels": in_channels,
+            "hidden_channels": hidden_channels,
+            "hidden_dim": hidden_dim,
+            "strategy": strategy,
+            "max_hop": max_hop,
+            "edge_importance": edge_importance,
+            "dropout": dropout,
+            "temporal_kernel": temporal_kernel,
+        }
         self.in_channels = in_channels
         self.feature_dim = hidden_dim
         adj = torch.from_numpy(partition(self.layout, strategy, max_hop=max_hop))
@@ -173,6 +185,10 @@ class STGCN(nn.Module):
         self.edge_importance: nn.ParameterList | None = None
         if edge_importance:
             self.edge_importance = nn.ParameterList(nn.Parameter(torch.ones(k, v, v)) for _ in self.specs)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-serialisable) that rebuild this encoder: ``STGCN(**cfg)``."""
+        return dict(self._config)
 
     def forward(
         self, x: Tensor, drop_joints: Tensor | Sequence[int] | None = None, *, per_person: bool = False
