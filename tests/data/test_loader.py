@@ -181,3 +181,16 @@ def test_worker_seeder_derives_from_seed_epoch_worker() -> None:
     finally:
         np.random.set_state(np_state)
         torch.set_rng_state(torch_state)
+
+
+def test_skip_batches_resumes_the_same_epoch_order() -> None:
+    from skelssl.data.loader import EpochSampler
+
+    full = EpochSampler(size=23, shuffle=True, seed=5)
+    full.set_epoch(3)
+    order = list(full)
+    part = EpochSampler(size=23, shuffle=True, seed=5)
+    part.set_epoch(3, skip=8)
+    assert list(part) == order[8:] and len(part) == 15
+    part.set_epoch(4)
+    assert len(part) == 23  # the skip applies to one epoch only

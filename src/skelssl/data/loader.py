@@ -54,10 +54,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.seed = int(seed)
         self.base = base
         self.epoch = 0
+        self.skip = 0
         self.set_epoch(epoch)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
+        """Select ``epoch``; ``skip`` leaves out its first items (resuming part-way through an epoch)."""
         self.epoch = int(epoch)
+        self.skip = int(skip)
         if self.base is not None and hasattr(self.base, "set_epoch"):
             self.base.set_epoch(self.epoch)
 
@@ -71,13 +74,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        for position in self.positions().tolist():
+        for position in self.positions()[self.skip :].tolist():
             yield (epoch, position)
 
     def __len__(self) -> int:
-        if self.base is not None and isinstance(self.base, Sized):
-            return len(self.base)
-        return self.size
+        full = len(self.base) if self.base is not None and isinstance(self.base, Sized) else self.size
+        return max(full - self.skip, 0)
 
 
 class WorkerSeeder:
@@ -99,9 +101,10 @@ class WorkerSeeder:
 class EpochLoader(DataLoader):
     """A ``DataLoader`` over an :class:`EpochSampler`; :meth:`set_epoch` selects the epoch's order and views."""
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, *, skip_batches: int = 0) -> None:
+        """Select ``epoch`` (order and views); ``skip_batches`` resumes after that many of its batches."""
         sampler = self.epoch_sampler
-        sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip=skip_batches * int(self.batch_size or 1))
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         if self.generator is not None:
