@@ -91,6 +91,42 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from skelssl.config import load_config
+    from skelssl.configs import resolve
+    from skelssl.engine.pretrain import PretrainConfig, pretrain
+
+    path = resolve(args.config)
+    overrides = list(args.options)
+    for flag, key in (("data", "data.store"), ("epochs", "train.epochs"), ("seed", "train.seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.checkpoint_every_steps is not None:
+        overrides.append(f"train.checkpoint_every_steps={args.checkpoint_every_steps}")
+    cfg = load_config(PretrainConfig, path, overrides)
+    if not cfg.data.store:
+        raise ConfigError(f"{path}: no data.store; pass --data STORE (a directory made by `skelssl prepare`)")
+    run = args.out or Path("runs") / f"{cfg.method}-{path.stem}"
+    result = pretrain(cfg, run_dir=run, device=args.device, resume=args.resume, max_steps=args.max_steps)
+    if not result.finished:
+        print(
+            f"stopped at step {result.step} (epoch {result.epoch}/{cfg.train.epochs}) after {result.seconds:.0f} s; "
+            f"continue with --resume -> {result.run_dir}"
+        )
+        return 0
+    knn = ""
+    if result.knn:
+        knn = ", " + ", ".join(f"{k} {v:.1%}" for k, v in result.knn.items())
+        if result.knn_at_start:
+            knn += " (at init " + ", ".join(f"{v:.1%}" for v in result.knn_at_start.values()) + ")"
+    print(
+        f"pretrained {cfg.method} for {cfg.train.epochs} epochs ({result.step} steps) in {result.seconds:.0f} s: "
+        f"final loss {result.last_loss:.4g}{knn} -> {result.run_dir / 'encoder.safetensors'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from skelssl.data.importers import SOURCES
 
@@ -109,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
     p.add_argument("options", nargs="*", metavar="key=value", help="importer options (e.g. bodies=denoise)")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (PSTL, …) into a run directory")
+    p.add_argument("config", metavar="CONFIG", help="a YAML file or a shipped preset such as pstl/nw-ucla")
+    p.add_argument("--data", default=None, help="store directory (sets data.store)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<method>-<preset>)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--epochs", type=int, default=None, help="sets train.epochs (changes the schedule)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this global step (schedule unchanged)")
+    p.add_argument("--seed", type=int, default=None, help="sets train.seed")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--checkpoint-every-steps", type=int, default=None, help="sets train.checkpoint_every_steps")
+    p.add_argument("options", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("info", help="describe a store")
     p.add_argument("store", type=Path, metavar="STORE")
