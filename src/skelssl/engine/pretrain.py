@@ -123,7 +123,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     knn_every_epochs: int = 0
-    knn_k: int = 20
+    knn_ks: tuple[int, ...] = (1, 20)
     knn_at_start: bool = True
 
     def check(self) -> None:
@@ -136,8 +136,8 @@ class TrainConfig:
         for name in ("checkpoint_every_epochs", "checkpoint_every_steps", "knn_every_epochs", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        if self.knn_k < 1:
-            raise ValueError("knn_k must be at least 1")
+        if not self.knn_ks or min(self.knn_ks) < 1:
+            raise ValueError("knn_ks must list neighbour counts >= 1")
 
 
 @dataclass
@@ -566,7 +566,7 @@ def _knn(cfg: PretrainConfig, store: SkeletonStore, method: Method, device: str,
         test = ClipDataset(store=store, config=clip, split=cfg.data.split, part=cfg.data.monitor_part)
         stream = getattr(getattr(method, "config", None), "stream", "joint")
         result = knn_monitor(
-            method.encoder, train, test, ks=(cfg.train.knn_k,), device=device, stream=stream, layout=store.layout
+            method.encoder, train, test, ks=tuple(cfg.train.knn_ks), device=device, stream=stream, layout=store.layout
         )
     if ctx.world > 1:
         dist.barrier()
