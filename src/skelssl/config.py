@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from skelssl.errors import ConfigError
-from skelssl.utils import closest
+from skelssl.utils import closest, fsync_dir
 
 __all__ = [
     "config_keys",
@@ -640,18 +640,5 @@ def dump_config(obj: Any, path: str | os.PathLike[str]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows, where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ import numpy as np
 
 from skelssl.errors import StoreError
 from skelssl.skeleton.layouts import Layout, get_layout
+from skelssl.utils import fsync_dir
 
 FORMAT = "skelssl-store"
 FORMAT_VERSION = 1
@@ -402,14 +403,6 @@ def commit_store(tmp: Path, out: Path, *, overwrite: bool) -> None:
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
     os.replace(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ from torch import nn
 
 from skelssl import __version__
 from skelssl.errors import BadInputError, SkelsslError
+from skelssl.utils import fsync_dir
 
 __all__ = [
     "ENCODER_FORMAT",
@@ -67,19 +68,6 @@ Generator = torch.Generator | np.random.Generator | np.random.BitGenerator
 # ------------------------------------------------------------------------------------------- atomic I/O
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_replace(path: Path, produce: Callable[[Path], None]) -> Path:
     """Run ``produce(tmp)`` to write a temp file beside ``path`` (durably), then rename it over ``path``."""
     try:
@@ -100,7 +88,7 @@ def _atomic_replace(path: Path, produce: Callable[[Path], None]) -> Path:
                 "Check free disk space and permissions."
             ) from exc
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

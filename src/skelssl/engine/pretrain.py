@@ -341,6 +341,9 @@ def pretrain(
             log.log("knn", 0, epoch=0, **knn_start)
             echo(f"kNN at initialisation: {_fmt(knn_start)}")
 
+    def save(where: tuple[int, int, int], sums: tuple[float, int]) -> None:
+        _checkpoint(ckpt_dir, cfg, method, optimizer, scaler, generator, where, ctx, epoch_sums=sums)
+
     show = progress if progress is not None else (ctx.main and sys.stderr.isatty())
     last_loss = math.nan
     clock = time.perf_counter()
@@ -392,34 +395,14 @@ def pretrain(
                     log.log("train", step, epoch=epoch, lr=lr, clips_per_s=clips_since / (now - clock), **scalars)
                     clock, clips_since = now, 0
                 if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0:
-                    _checkpoint(
-                        ckpt_dir,
-                        cfg,
-                        method,
-                        optimizer,
-                        scaler,
-                        generator,
-                        (step, epoch, position),
-                        ctx,
-                        epoch_sums=(epoch_loss, epoch_batches),
-                    )
+                    save((step, epoch, position), (epoch_loss, epoch_batches))
                 if max_steps is not None and step >= max_steps:
                     stop = True
                     break
             if bar is not None:
                 bar.close()
             if stop and position < steps_per_epoch:
-                _checkpoint(
-                    ckpt_dir,
-                    cfg,
-                    method,
-                    optimizer,
-                    scaler,
-                    generator,
-                    (step, epoch, position),
-                    ctx,
-                    epoch_sums=(epoch_loss, epoch_batches),
-                )
+                save((step, epoch, position), (epoch_loss, epoch_batches))
                 break
             epoch += 1
             position = 0
@@ -433,7 +416,7 @@ def pretrain(
                     echo(f"kNN after epoch {epoch}: {_fmt(knn_last)}")
             due = t.checkpoint_every_epochs and epoch % t.checkpoint_every_epochs == 0
             if due or epoch == t.epochs or stop:
-                _checkpoint(ckpt_dir, cfg, method, optimizer, scaler, generator, (step, epoch, 0), ctx)
+                save((step, epoch, 0), (0.0, 0))
         finished = epoch >= t.epochs
         if finished and ctx.main:
             _export(run, cfg, method, store, step, last_loss, knn_start, knn_last)
