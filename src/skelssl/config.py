@@ -33,7 +33,6 @@ import dataclasses
 import functools
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,7 +42,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from skelssl.errors import ConfigError
-from skelssl.utils import closest, fsync_dir
+from skelssl.utils import atomic_write, closest
 
 __all__ = [
     "config_keys",
@@ -628,17 +627,4 @@ def dump_config(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``obj`` (a dataclass or a plain mapping) to ``path`` as YAML, atomically. Returns the path."""
     data = config_to_dict(obj)
     text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))

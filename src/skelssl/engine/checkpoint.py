@@ -30,20 +30,19 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from skelssl import __version__
-from skelssl.errors import BadInputError, SkelsslError
-from skelssl.utils import fsync_dir
+from skelssl.errors import BadInputError
+from skelssl.utils import atomic_replace, atomic_write, fsync_file
 
 __all__ = [
     "ENCODER_FORMAT",
@@ -66,55 +65,6 @@ Generator = torch.Generator | np.random.Generator | np.random.BitGenerator
 
 
 # ------------------------------------------------------------------------------------------- atomic I/O
-
-
-def _atomic_replace(path: Path, produce: Callable[[Path], None]) -> Path:
-    """Run ``produce(tmp)`` to write a temp file beside ``path`` (durably), then rename it over ``path``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise SkelsslError(f"{path}: cannot write here ({exc}); check the directory and its permissions") from exc
-    tmp = Path(tmp_name)
-    try:
-        produce(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write" in str(exc).lower()):
-            raise SkelsslError(
-                f"{path}: could not write ({exc}); the previous file, if any, is intact. "
-                "Check free disk space and permissions."
-            ) from exc
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` atomically: ``write(fh)`` into a temp file in the same directory, fsync, rename.
-
-    On any error the temp file is removed and the previous ``path`` (if any) is untouched. Write errors
-    (``OSError`` such as a full disk or a read-only directory) are raised as
-    :class:`~skelssl.errors.SkelsslError` naming the file; anything else propagates unchanged.
-    """
-
-    def produce(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    return _atomic_replace(Path(path), produce)
 
 
 def _sha256_file(path: Path) -> str:
@@ -410,10 +360,10 @@ def save_encoder(
 
     def produce(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata={"format": ENCODER_FORMAT, "skelssl_version": __version__})
-        _fsync_file(tmp)
+        fsync_file(tmp)
         digest["sha256"] = _sha256_file(tmp)
 
-    _atomic_replace(weights_path, produce)
+    atomic_replace(weights_path, produce)
     full_card = dict(card)
     full_card.update(
         format=ENCODER_FORMAT,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from skelssl.utils import atomic_write
 
 
 class MetricsLog:
@@ -31,9 +32,7 @@ class MetricsLog:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda fh: fh.write("".join(line + "\n" for line in kept).encode("utf-8")))
 
     def log(self, kind: str, step: int, **values: Any) -> None:
         record = {"kind": kind, "step": step, **{k: _plain(v) for k, v in values.items()}}
