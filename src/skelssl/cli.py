@@ -127,6 +127,117 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``skelssl eval`` protocols: name → (module, function); imported only when chosen.
+EVAL_PROTOCOLS: dict[str, tuple[str, str]] = {
+    "knn": ("skelssl.evaluation.protocols", "run_knn"),
+    "linear": ("skelssl.evaluation.linear", "run_linear"),
+    "semi": ("skelssl.evaluation.semi", "run_semi"),
+    "finetune": ("skelssl.evaluation.finetune", "run_finetune"),
+    "robustness": ("skelssl.evaluation.robustness", "run_robustness"),
+    "ensemble": ("skelssl.evaluation.ensemble", "run_ensemble"),
+}
+#: protocols whose frozen test features are cached, so ``embeddings.png`` costs nothing extra
+_FEATURE_PROTOCOLS = ("knn", "linear", "semi")
+
+
+def _default_split(store: object, card: dict, given: str | None) -> str:
+    splits = list(getattr(store, "splits", {}))
+    if given is not None:
+        if given not in splits:
+            known = ", ".join(splits) or "none"
+            raise ConfigError(f"the store {getattr(store, 'path', '')} has no split {given!r} (it has: {known})")
+        return given
+    pre = ((card.get("pretrain") or {}).get("data") or {}).get("split")
+    if pre in splits:
+        return str(pre)
+    if len(splits) == 1:
+        return splits[0]
+    raise ConfigError(
+        f"the store {getattr(store, 'path', '')} has splits {', '.join(splits) or 'none'}; choose one with --split"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import importlib
+
+    from skelssl.data.store import SkeletonStore
+    from skelssl.evaluation.protocols import EvalContext, encoder_features, load_eval_encoder
+    from skelssl.evaluation.report import summary_line, write_report
+
+    options = _parse_overrides(args.options)
+    which = options.pop("encoder", "encoder")
+    embedding = options.pop("embedding", "pca")
+    if embedding not in ("pca", "tsne", "none"):
+        raise ConfigError(f"embedding={embedding!r}: expected pca, tsne or none")
+    if len(args.encoder) > 1 and args.protocol != "ensemble":
+        raise ConfigError(f"{args.protocol} takes one --encoder (several only for ensemble)")
+    module_name, func_name = EVAL_PROTOCOLS[args.protocol]
+    try:
+        run = getattr(importlib.import_module(module_name), func_name)
+    except (ModuleNotFoundError, AttributeError):
+        raise ConfigError(f"the {args.protocol} protocol is not available in this build ({module_name})") from None
+    encoders = [
+        load_eval_encoder(path, device=args.device, random_init=args.random_init, seed=args.seed, which=which)
+        for path in args.encoder
+    ]
+    store = SkeletonStore.open(args.data)
+    split = _default_split(store, encoders[0].card, args.split)
+    ctx = EvalContext(
+        encoders=encoders,
+        store=store,
+        split=split,
+        train_part=args.train_part,
+        test_part=args.test_part,
+        device=args.device,
+        seed=args.seed,
+        epochs=args.epochs,
+        out_dir=args.out,
+        options=options,
+    )
+    report = run(ctx)
+    out = Path(args.out)
+    logits = np.load(out / "logits.npy") if (out / "logits.npy").is_file() else None
+    labels = np.load(out / "labels.npy") if (out / "labels.npy").is_file() else None
+    embeddings = emb_labels = None
+    if embedding != "none" and args.protocol in _FEATURE_PROTOCOLS:
+        embeddings, emb_labels, _ = encoder_features(ctx, ctx.test_part)
+    path = write_report(
+        out,
+        report,
+        logits=logits,
+        labels=labels,
+        embeddings=embeddings,
+        embedding_labels=emb_labels,
+        class_names=list(store.class_names),
+        embedding_method="pca" if embedding == "none" else embedding,
+    )
+    print(summary_line(report, path))
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from skelssl.evaluation.embed import embed, write_embeddings
+    from skelssl.evaluation.protocols import load_eval_encoder
+
+    options = _parse_overrides(args.options)
+    which = options.pop("encoder", "encoder")
+    if options:
+        raise ConfigError(f"unknown option(s) {', '.join(options)} for embed; known: encoder=NAME")
+    encoder = load_eval_encoder(
+        args.encoder, device=args.device, random_init=args.random_init, seed=args.seed, which=which
+    )
+    result = embed(encoder, args.data, split=args.split, part=args.part, device=args.device, batch_size=args.batch_size)
+    for line in result.rejected[:10]:
+        print(f"  rejected {line}")
+    feats, names = write_embeddings(args.out, result, encoder)
+    print(
+        f"embedded {result.features.shape[0]} sequences into {result.features.shape[1]}-D features "
+        f"({encoder.method} {'random init' if encoder.random_init else 'encoder'}, {result.seconds:.1f} s) "
+        f"-> {feats} (+ {names.name})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from skelssl.data.importers import SOURCES
 
@@ -158,6 +269,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every-steps", type=int, default=None, help="sets train.checkpoint_every_steps")
     p.add_argument("options", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("eval", help="evaluate a pretrained encoder (knn, linear, semi, finetune, …)")
+    p.add_argument("protocol", metavar="PROTOCOL", choices=list(EVAL_PROTOCOLS), help=" | ".join(EVAL_PROTOCOLS))
+    p.add_argument(
+        "--encoder",
+        required=True,
+        action="append",
+        help="a run directory (its encoder.safetensors; encoder=student for another) or an .safetensors file; "
+        "repeat for ensemble",
+    )
+    p.add_argument("--data", required=True, type=Path, help="the evaluation store (may differ: transfer)")
+    p.add_argument("--split", default=None, help="split name (default: the pretraining split, or the only one)")
+    p.add_argument("--train-part", default="train", help="labelled part (default train)")
+    p.add_argument("--test-part", default="test", help="evaluated part (default test)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of heads, subsets and --random-init (default 0)")
+    p.add_argument("--random-init", action="store_true", help="the same architecture freshly initialised (baseline)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (report.json, report.md, plots)")
+    p.add_argument(
+        "options",
+        nargs="*",
+        metavar="key=value",
+        help="protocol options, e.g. recipe=mae selection=best fraction=0.01 seeds=1,2,3 ks=1,20 "
+        "cache=DIR (feature cache; default OUT/../.feature-cache) embedding=pca|tsne|none",
+    )
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("embed", help="features of every sequence of a store or generic .npz")
+    p.add_argument("--encoder", required=True, help="a run directory or an .safetensors file")
+    p.add_argument("--data", required=True, type=Path, help="a store directory or a generic .npz")
+    p.add_argument("--out", required=True, type=Path, help="features .npy (names go to <stem>.names.json)")
+    p.add_argument("--split", default=None, help="only this split's --part (default: every sequence)")
+    p.add_argument("--part", default=None, help="the part of --split")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
+    p.add_argument("--random-init", action="store_true", help="the same architecture freshly initialised")
+    p.add_argument("options", nargs="*", metavar="key=value", help="encoder=student for another encoder file")
+    p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("info", help="describe a store")
     p.add_argument("store", type=Path, metavar="STORE")
