@@ -299,3 +299,23 @@ def test_any_length_and_persons(length: int, persons: int, which: int, seed: int
     assert clip.dtype == np.float32 and np.isfinite(clip).all()
     again = make_clip(x, get_layout("ntu25"), config, np.random.default_rng(seed))
     np.testing.assert_array_equal(clip, again)
+
+
+def test_clip_config_from_applies_only_the_given_overrides() -> None:
+    from skelssl.data.clips import clip_config_from
+
+    base = clip_config_from("pstl", train=True, seed=3)
+    assert base == ClipConfig.pstl(seed=3)
+    cfg = clip_config_from("pstl", train=False, seed=3, persons=1, frames=40, normalize="pyskl", align_spine=True)
+    assert (cfg.normalize, cfg.align_spine, cfg.view, cfg.frames, cfg.persons, cfg.train) == (
+        "pyskl",
+        True,
+        "resize",
+        40,
+        1,
+        False,
+    )
+    with pytest.raises(ConfigError, match="unknown clip preset"):
+        clip_config_from("pstll", train=True, seed=0)
+    with pytest.raises(ConfigError, match="align_spine"):
+        ClipConfig.pstl(align_spine=True)  # alignment belongs to the pyskl normalisation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,6 +116,11 @@ def test_clip_config_follows_the_card(run_dir: Path) -> None:
     enc = load_eval_encoder(run_dir)
     cfg = clip_config_for(enc, train=False, seed=5)
     assert (cfg.normalize, cfg.view, cfg.frames, cfg.persons, cfg.train) == ("aimclr", "resize", 50, 1, False)
+    # a pretraining run that changed the normalisation is evaluated on that normalisation too
+    card = {**enc.card, "pretrain": {**enc.card["pretrain"]}}
+    card["pretrain"]["data"] = {**card["pretrain"]["data"], "normalize": "pyskl", "align_spine": True}
+    cfg = clip_config_for(dataclasses.replace(enc, card=card), train=False, seed=5)
+    assert (cfg.normalize, cfg.align_spine, cfg.view, cfg.frames) == ("pyskl", True, "resize", 50)
 
 
 # ------------------------------------------------------------------------------------------ datasets, features

@@ -101,6 +101,8 @@ class ClipConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.align_spine and self.normalize != "pyskl":
+            raise ConfigError(f"align_spine is part of the pyskl normalisation; normalize is {self.normalize!r}")
         if not 0 < self.test_crop <= 1:
             raise ConfigError(f"test_crop must be in (0, 1], got {self.test_crop}")
         for name in ("seed", "test_seed"):
@@ -142,6 +144,34 @@ class ClipConfig:
     def deterministic(self) -> bool:
         """True when clips draw no random numbers (AimCLR resize, or any test view): nothing to seed."""
         return not self.train or self.view == "resize"
+
+
+CLIP_PRESETS: dict[str, Any] = {
+    "pstl": ClipConfig.pstl,
+    "skeleton2vec": ClipConfig.skeleton2vec,
+    "mamp": ClipConfig.mamp,
+}
+
+
+def clip_config_from(
+    clips: str,
+    *,
+    train: bool,
+    seed: int,
+    persons: int | None = None,
+    frames: int | None = None,
+    normalize: str | None = None,
+    align_spine: bool | None = None,
+) -> ClipConfig:
+    """The clip pipeline a pretraining config names: preset ``clips`` with the given overrides (``None`` keeps
+    the preset's value). One function for pretraining, its kNN monitor and every evaluation protocol, so an
+    encoder is always evaluated on the view it was trained on."""
+    if clips not in CLIP_PRESETS:
+        raise ConfigError(f"unknown clip preset {clips!r}; known: {', '.join(CLIP_PRESETS)}")
+    overrides: dict[str, Any] = {"train": train, "seed": int(seed)}
+    given = {"persons": persons, "frames": frames, "normalize": normalize, "align_spine": align_spine}
+    overrides.update({name: value for name, value in given.items() if value is not None})
+    return CLIP_PRESETS[clips](**overrides)
 
 
 def _choice(name: str, value: object, options: Any) -> None:

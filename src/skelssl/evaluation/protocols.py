@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from skelssl import __version__
-from skelssl.data.clips import ClipConfig, ClipDataset, make_clip
+from skelssl.data.clips import CLIP_PRESETS, ClipConfig, ClipDataset, clip_config_from, make_clip
 from skelssl.data.store import SkeletonStore
 from skelssl.errors import BadInputError, ConfigError
 from skelssl.skeleton.layouts import Layout, get_layout, layout_mapping
@@ -63,7 +63,6 @@ __all__ = [
 SELECTION_FINAL = "final-epoch"
 SELECTION_BEST = "best-epoch (on test; labelled)"
 
-_CLIP_PRESETS = {"pstl": ClipConfig.pstl, "skeleton2vec": ClipConfig.skeleton2vec, "mamp": ClipConfig.mamp}
 
 
 @dataclass(frozen=True)
@@ -238,16 +237,20 @@ def clip_config_for(encoder: LoadedEncoder, *, train: bool, seed: int) -> ClipCo
     training view (``train=True``, seeded) or the deterministic test view."""
     pre_data = (encoder.card.get("pretrain") or {}).get("data") or {}
     preset = pre_data.get("clips") or (encoder.card.get("data") or {}).get("clips") or "pstl"
-    if preset not in _CLIP_PRESETS:
+    if preset not in CLIP_PRESETS:
         raise ConfigError(
-            f"the encoder card names an unknown clip preset {preset!r}; known: {', '.join(_CLIP_PRESETS)}"
+            f"the encoder card names an unknown clip preset {preset!r}; known: {', '.join(CLIP_PRESETS)}"
         )
-    overrides: dict[str, Any] = {"train": train, "seed": int(seed)}
-    if pre_data.get("persons") is not None:
-        overrides["persons"] = int(pre_data["persons"])
-    if pre_data.get("frames") is not None:
-        overrides["frames"] = int(pre_data["frames"])
-    return _CLIP_PRESETS[preset](**overrides)
+    persons, frames = pre_data.get("persons"), pre_data.get("frames")
+    return clip_config_from(
+        preset,
+        train=train,
+        seed=int(seed),
+        persons=None if persons is None else int(persons),
+        frames=None if frames is None else int(frames),
+        normalize=pre_data.get("normalize"),
+        align_spine=pre_data.get("align_spine"),
+    )
 
 
 class MappedClipDataset(ClipDataset):
