@@ -262,7 +262,9 @@ def _fit(
     )
 
 
-def _recipe(ctx: EvalContext) -> LinearRecipe:
+def linear_recipe(ctx: EvalContext, *, batch_size_key: str = "batch_size") -> LinearRecipe:
+    """The probe recipe of this context: the encoder method's (``recipe=`` to choose), with ``--epochs``, ``lr=``
+    and ``<batch_size_key>=`` applied."""
     name = option(ctx, "recipe", recipe_for_method(ctx.encoder.method))
     if name not in RECIPES:
         raise ConfigError(f"recipe={name!r}: expected one of {', '.join(RECIPES)}")
@@ -271,8 +273,8 @@ def _recipe(ctx: EvalContext) -> LinearRecipe:
         changes["epochs"] = int(ctx.epochs)
     if "lr" in ctx.options:
         changes["lr"] = option(ctx, "lr", 0.0, float)
-    if "batch_size" in ctx.options:
-        changes["batch_size"] = option(ctx, "batch_size", 0, int)
+    if batch_size_key in ctx.options:
+        changes["batch_size"] = option(ctx, batch_size_key, 0, int)
     recipe = RECIPES[name](**changes)
     recipe.check()
     return recipe
@@ -296,7 +298,7 @@ def run_linear(
     selection = option(ctx, "selection", "final")
     if selection not in ("final", "best"):
         raise ConfigError(f"selection={selection!r}: expected final or best")
-    recipe = _recipe(ctx)
+    recipe = linear_recipe(ctx)
     train_f, train_y, train_idx = encoder_features(ctx, ctx.train_part)
     test_f, test_y, _ = encoder_features(ctx, ctx.test_part)
     if train_indices is not None:

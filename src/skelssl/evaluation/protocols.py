@@ -64,7 +64,6 @@ SELECTION_FINAL = "final-epoch"
 SELECTION_BEST = "best-epoch (on test; labelled)"
 
 
-
 @dataclass(frozen=True)
 class LoadedEncoder:
     """A frozen encoder for evaluation.
@@ -238,9 +237,7 @@ def clip_config_for(encoder: LoadedEncoder, *, train: bool, seed: int) -> ClipCo
     pre_data = (encoder.card.get("pretrain") or {}).get("data") or {}
     preset = pre_data.get("clips") or (encoder.card.get("data") or {}).get("clips") or "pstl"
     if preset not in CLIP_PRESETS:
-        raise ConfigError(
-            f"the encoder card names an unknown clip preset {preset!r}; known: {', '.join(CLIP_PRESETS)}"
-        )
+        raise ConfigError(f"the encoder card names an unknown clip preset {preset!r}; known: {', '.join(CLIP_PRESETS)}")
     persons, frames = pre_data.get("persons"), pre_data.get("frames")
     return clip_config_from(
         preset,
@@ -397,6 +394,15 @@ def encoder_features(
 # -------------------------------------------------------------------------------------------- reports
 
 
+def top_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """``(top-1, top-5)`` of ``logits`` ``(N, K)`` against ``labels`` ``(N,)`` (top-K when K < 5; ties to the
+    smaller class index)."""
+    order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
+    labels = np.asarray(labels).reshape(-1)
+    top5 = float(np.mean((order[:, : min(5, order.shape[1])] == labels[:, None]).any(axis=1)))
+    return float(np.mean(order[:, 0] == labels)), top5
+
+
 def accuracy_report(logits: np.ndarray, labels: np.ndarray, *, class_names: list[str] | None = None) -> dict[str, Any]:
     """Top-1 / top-5 (fractions), per-class accuracy and the confusion matrix of ``logits`` ``(N, K)``
     against integer ``labels`` ``(N,)``.
@@ -414,9 +420,8 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray, *, class_names: list
         raise ConfigError("no test samples: accuracy is undefined")
     if labels.min() < 0 or labels.max() >= k:
         raise ValueError(f"labels must lie in 0..{k - 1}")
-    order = np.argsort(-logits, axis=1, kind="stable")
-    pred = order[:, 0]
-    top5 = float(np.mean((order[:, : min(5, k)] == labels[:, None]).any(axis=1)))
+    top1, top5 = top_accuracy(logits, labels)
+    pred = np.argsort(-logits, axis=1, kind="stable")[:, 0]
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
@@ -425,7 +430,7 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray, *, class_names: list
     totals = confusion.sum(axis=1)
     per_class = {names[i]: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i in range(k)}
     return {
-        "top1": float(np.mean(pred == labels)),
+        "top1": top1,
         "top5": top5,
         "per_class": per_class,
         "confusion": confusion.tolist(),

@@ -48,7 +48,7 @@ from skelssl.data.augment import drop_joints as zero_joints
 from skelssl.data.streams import to_stream
 from skelssl.engine.checkpoint import unwrap_module
 from skelssl.errors import ConfigError
-from skelssl.evaluation.linear import RECIPES, LinearRecipe, fit_linear, recipe_for_method
+from skelssl.evaluation.linear import fit_linear, linear_recipe
 from skelssl.evaluation.protocols import (
     SELECTION_FINAL,
     EvalContext,
@@ -60,6 +60,7 @@ from skelssl.evaluation.protocols import (
     feature_cache_dir,
     make_eval_dataset,
     option,
+    top_accuracy,
 )
 from skelssl.models.stgcn import STGCN
 from skelssl.models.transformer import SkeletonTransformer
@@ -228,31 +229,6 @@ def _names(ctx: EvalContext, key: str, default: Sequence[str], allowed: Sequence
     return names
 
 
-def _linear_recipe(ctx: EvalContext) -> LinearRecipe:
-    """The probe recipe :func:`run_linear` would use for this context (``recipe=``, ``lr=``, ``epochs``;
-    ``probe_batch_size=`` for its ``batch_size=``)."""
-    name = option(ctx, "recipe", recipe_for_method(ctx.encoder.method))
-    if name not in RECIPES:
-        raise ConfigError(f"recipe={name!r}: expected one of {', '.join(RECIPES)}")
-    changes: dict[str, Any] = {}
-    if ctx.epochs is not None:
-        changes["epochs"] = int(ctx.epochs)
-    if "lr" in ctx.options:
-        changes["lr"] = option(ctx, "lr", 0.0, float)
-    if "probe_batch_size" in ctx.options:
-        changes["batch_size"] = option(ctx, "probe_batch_size", 0, int)
-    recipe = RECIPES[name](**changes)
-    recipe.check()
-    return recipe
-
-
-def _top(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    order = np.argsort(-logits, axis=1, kind="stable")
-    top1 = float(np.mean(order[:, 0] == labels))
-    top5 = float(np.mean((order[:, : min(5, logits.shape[1])] == labels[:, None]).any(axis=1)))
-    return top1, top5
-
-
 def _row(mode: str, setting: str, missing: int | str, joints: int, top: tuple[float, float]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "mode": mode,
@@ -286,7 +262,7 @@ def run_robustness(ctx: EvalContext) -> dict[str, Any]:
     modes = _names(ctx, "modes", default_modes, default_modes)
     settings = _names(ctx, "settings", SETTINGS, SETTINGS)
     ks = _int_list(ctx, "ks", DEFAULT_KS)
-    recipe = _linear_recipe(ctx)
+    recipe = linear_recipe(ctx, batch_size_key="probe_batch_size")
     batch_size = option(ctx, "batch_size", 128, int)
     test_ds = make_eval_dataset(ctx, ctx.test_part, train=False)
     layout = test_ds.layout
@@ -330,17 +306,17 @@ def run_robustness(ctx: EvalContext) -> dict[str, Any]:
         chunks = np.split(logits, len(test_sets) + 1)
         if base_logits is None:
             base_logits = chunks[0]
-        top0 = _top(chunks[0], test_y)
+        top0 = top_accuracy(chunks[0], test_y)
         for setting in settings:
             if 0 in ks:
                 rows.append(_row(mode, setting, 0, 0, top0))
             for (label, k, _part), chunk, feats in zip(conditions, chunks[1:], test_sets, strict=True):
                 if setting == "test":
-                    top = _top(chunk, test_y)
+                    top = top_accuracy(chunk, test_y)
                 else:
                     assert train_ds is not None
                     tr_f, tr_y, _ = missing_features(enc, train_ds, mode=mode, k=k, part=_part, **extract)
-                    top = _top(fit(tr_f, tr_y, feats), test_y)
+                    top = top_accuracy(fit(tr_f, tr_y, feats), test_y)
                 rows.append(_row(mode, setting, label, k, top))
         seconds[mode] = time.perf_counter() - t0
     assert base_logits is not None
