@@ -26,7 +26,7 @@ from torch import nn
 
 from skelssl import __version__
 from skelssl.config import config_to_dict, dump_config
-from skelssl.data.clips import ClipConfig, ClipDataset
+from skelssl.data.clips import ClipConfig, ClipDataset, clip_config_from
 from skelssl.data.loader import make_loader
 from skelssl.data.store import SkeletonStore
 from skelssl.engine.checkpoint import (
@@ -42,13 +42,9 @@ from skelssl.engine.optim import build_optimizer
 from skelssl.engine.schedule import LRSchedule
 from skelssl.errors import ConfigError, SkelsslError
 from skelssl.methods.base import Method
+from skelssl.methods.mamp import MAMP, MAMPConfig
 from skelssl.methods.pstl import PSTL, PSTLConfig
-
-CLIP_PRESETS: dict[str, Callable[..., ClipConfig]] = {
-    "pstl": ClipConfig.pstl,
-    "skeleton2vec": ClipConfig.skeleton2vec,
-    "mamp": ClipConfig.mamp,
-}
+from skelssl.methods.skeleton2vec import Skeleton2vec, Skeleton2vecConfig
 
 
 class TrainingError(SkelsslError):
@@ -65,6 +61,8 @@ class DataConfig:
     clips: Literal["pstl", "skeleton2vec", "mamp"] = "pstl"
     frames: int | None = None
     persons: int = 2
+    normalize: Literal["none", "aimclr", "pyskl", "mamp"] | None = None  # None = the clip preset's normalisation
+    align_spine: bool | None = None  # PySKL PreNormalize3D spine alignment (Skeleton2vec NTU-60 x-view); None = preset
     workers: int = 0
     monitor_part: str = "test"
 
@@ -85,6 +83,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     no_decay_norm_bias: bool = False
+    no_decay_names: tuple[str, ...] = ()  # also no weight decay on these (e.g. position embeddings)
     grad_clip: float | None = None
 
     def check(self) -> None:
@@ -144,12 +143,14 @@ class TrainConfig:
 class PretrainConfig:
     """Everything a pretraining run needs. Presets live in ``skelssl/configs/<method>/<dataset>.yaml``."""
 
-    method: Literal["pstl"] = "pstl"
+    method: Literal["pstl", "skeleton2vec", "mamp"] = "pstl"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pstl: PSTLConfig = field(default_factory=PSTLConfig)
+    skeleton2vec: Skeleton2vecConfig = field(default_factory=Skeleton2vecConfig)
+    mamp: MAMPConfig = field(default_factory=MAMPConfig)
 
 
 @dataclass
@@ -190,16 +191,39 @@ def _init_distributed(device: str) -> _Dist:
 
 
 def _clip_config(cfg: PretrainConfig, *, train: bool) -> ClipConfig:
-    overrides: dict[str, Any] = {"persons": cfg.data.persons, "train": train, "seed": cfg.train.seed}
-    if cfg.data.frames is not None:
-        overrides["frames"] = cfg.data.frames
-    return CLIP_PRESETS[cfg.data.clips](**overrides)
+    d = cfg.data
+    return clip_config_from(
+        d.clips,
+        train=train,
+        seed=cfg.train.seed,
+        persons=d.persons,
+        frames=d.frames,
+        normalize=d.normalize,
+        align_spine=d.align_spine,
+    )
 
 
 def build_method(cfg: PretrainConfig, store: SkeletonStore, *, distributed: bool) -> Method:
-    """The method named by ``cfg.method`` for this store's layout and channels."""
+    """The method named by ``cfg.method`` for this store's layout and channels.
+
+    The transformer methods take the clip length from the data config, and their weights from a generator seeded
+    by ``train.seed`` (the same on every rank, whatever the global RNG: Skeleton2vec's teacher is a copy made at
+    construction, outside DDP's initial broadcast).
+    """
     if cfg.method == "pstl":
         return PSTL(layout=store.layout, config=cfg.pstl, in_channels=store.channels, distributed=distributed)
+    if cfg.method in ("skeleton2vec", "mamp"):
+        frames = int(_clip_config(cfg, train=True).frames)  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {
+            "layout": store.layout,
+            "frames": frames,
+            "in_channels": store.channels,
+            "distributed": distributed,
+            "init_generator": torch.Generator().manual_seed(cfg.train.seed),
+        }
+        if cfg.method == "skeleton2vec":
+            return Skeleton2vec(config=cfg.skeleton2vec, **kwargs)
+        return MAMP(config=cfg.mamp, **kwargs)
     raise ConfigError(f"unknown method {cfg.method!r}")
 
 
@@ -304,6 +328,7 @@ def pretrain(
         betas=cfg.optim.betas,
         momentum=cfg.optim.momentum,
         no_decay_norm_bias=cfg.optim.no_decay_norm_bias,
+        no_decay_names=tuple(cfg.optim.no_decay_names),
     )
     schedule = _schedule(cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(enabled=t.amp == "fp16" and device.startswith("cuda"))
@@ -345,6 +370,8 @@ def pretrain(
         _checkpoint(ckpt_dir, cfg, method, optimizer, scaler, generator, where, ctx, epoch_sums=sums)
 
     show = progress if progress is not None else (ctx.main and sys.stderr.isatty())
+    # a method may watch its own scalars (Skeleton2vec: representation collapse) and name the problem
+    health: Callable[[dict[str, Any], int], str | None] | None = getattr(method, "check_health", None)
     last_loss = math.nan
     clock = time.perf_counter()
     clips_since = 0
@@ -368,6 +395,9 @@ def pretrain(
                         f"non-finite loss ({loss.item()}) at step {step + 1} (epoch {epoch}); the last good "
                         f"checkpoint in {ckpt_dir} is kept — lower optim.lr or enable train.grad_clip"
                     )
+                problem = health(out, step + 1) if health is not None else None
+                if problem:
+                    raise TrainingError(f"{problem} (epoch {epoch}); the last good checkpoint in {ckpt_dir} is kept")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 grad_norm = None
@@ -535,7 +565,7 @@ def _export(
         "skelssl": __version__,
     }
     for name, module in method.export().items():
-        save_encoder(run / name, module, card)
+        save_encoder(run / name, module, {**card, "exported_as": name})
 
 
 def _knn(cfg: PretrainConfig, store: SkeletonStore, method: Method, device: str, ctx: _Dist) -> dict[str, float]:
