@@ -238,6 +238,23 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from skelssl.demo import run_demo
+
+    if args.options:
+        raise ConfigError(f"demo takes no key=value options, got {' '.join(args.options)}")
+    run_demo(
+        args.out,
+        epochs=args.epochs,
+        method=args.method,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        device=args.device,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from skelssl.data.importers import SOURCES
 
@@ -309,6 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="the same architecture freshly initialised")
     p.add_argument("options", nargs="*", metavar="key=value", help="encoder=student for another encoder file")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the bundled NW-UCLA data (CPU, minutes)")
+    p.add_argument("--out", type=Path, default=Path("skelssl-demo"), help="output folder (default skelssl-demo)")
+    p.add_argument("--method", default="pstl", choices=("pstl", "skeleton2vec", "mamp"), help="default pstl")
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's short schedule)")
+    p.add_argument("--seed", type=int, default=0, help="pretraining, linear-head and random-init seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace the demo's earlier outputs in --out")
+    p.set_defaults(func=_cmd_demo, options=[])
+
+    from skelssl.viz.cli import add_viz_parser
+
+    add_viz_parser(sub)
 
     p = sub.add_parser("info", help="describe a store")
     p.add_argument("store", type=Path, metavar="STORE")
