@@ -215,3 +215,29 @@ def test_base_report_is_json_and_complete(store_path: Path, run_dir: Path, tmp_p
     assert enc["method"] == "pstl" and len(enc["sha256"]) == 64 and enc["random_init"] is False
     assert head["data"]["counts"] == {"train": 40, "test": 20} and head["data"]["split"] == "xview"
     assert head["settings"] == {"epochs": 3} and head["skelssl"]
+
+
+def test_random_init_batchnorm_is_calibrated_on_the_training_part(
+    store_path: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    from skelssl.evaluation.features import calibrate_batchnorm
+
+    enc = load_eval_encoder(run_dir, random_init=True, seed=3)
+    ctx = EvalContext(encoders=[enc], store=SkeletonStore.open(store_path), split="xview", out_dir=tmp_path / "o")
+    bn = enc.module.data_bn
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # fresh: the initial statistics
+    encoder_features(ctx, "test")
+    assert enc.module.bn_calibrated == "xview/train" and not enc.module.training
+    # the data BN now holds the exact mean of the training clips' (joint, coordinate) channels
+    train = make_eval_dataset(ctx, "train", train=False)
+    x = torch.stack([train[i]["x"] for i in range(len(train))])  # (N, M, T, V, C)
+    expected = x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[3] * x.shape[4], x.shape[2]).mean(dim=(0, 2))
+    torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert base_report(ctx, "linear", {})["encoder"]["bn_calibrated"] == "xview/train"
+    # pretrained encoders keep the statistics of their pretraining
+    pre = load_eval_encoder(run_dir)
+    state = {k: v.clone() for k, v in pre.module.state_dict().items()}
+    encoder_features(EvalContext(encoders=[pre], store=ctx.store, split="xview", out_dir=tmp_path / "p"), "test")
+    assert all(torch.equal(v, state[k]) for k, v in pre.module.state_dict().items())
+    # a module without BatchNorm is left alone
+    assert calibrate_batchnorm(torch.nn.Linear(3, 2), train) == 0

@@ -361,7 +361,7 @@ def pretrain(
     knn_start: dict[str, float] = {}
     knn_last: dict[str, float] = {}
     if t.knn_every_epochs and t.knn_at_start and step == 0:
-        knn_start = _knn(cfg, store, method, device, ctx)
+        knn_start = _knn(cfg, store, method, device, ctx, initial=True)
         if log is not None:
             log.log("knn", 0, epoch=0, **knn_start)
             echo(f"kNN at initialisation: {_fmt(knn_start)}")
@@ -568,18 +568,33 @@ def _export(
         save_encoder(run / name, module, {**card, "exported_as": name})
 
 
-def _knn(cfg: PretrainConfig, store: SkeletonStore, method: Method, device: str, ctx: _Dist) -> dict[str, float]:
-    """kNN top-1 of the current encoder: train part → ``data.monitor_part`` (rank 0; others wait)."""
+def _knn(
+    cfg: PretrainConfig, store: SkeletonStore, method: Method, device: str, ctx: _Dist, *, initial: bool = False
+) -> dict[str, float]:
+    """kNN top-1 of the current encoder: train part → ``data.monitor_part`` (rank 0; others wait).
+
+    ``initial``: the value at initialisation is measured on a copy of the encoder whose BatchNorm statistics
+    are estimated on the training part first (the untouched initial statistics, mean 0 and variance 1, make a
+    random ST-GCN map every clip to nearly the same feature — a baseline weaker than the network really is).
+    The training state is not changed.
+    """
     result: dict[str, float] = {}
     if ctx.main:
+        import copy
+
+        from skelssl.evaluation.features import calibrate_batchnorm
         from skelssl.evaluation.knn import knn_monitor
 
         clip = _clip_config(cfg, train=False)
         train = ClipDataset(store=store, config=clip, split=cfg.data.split, part=cfg.data.part)
         test = ClipDataset(store=store, config=clip, split=cfg.data.split, part=cfg.data.monitor_part)
         stream = getattr(getattr(method, "config", None), "stream", "joint")
+        encoder = method.encoder
+        if initial:
+            encoder = copy.deepcopy(encoder)
+            calibrate_batchnorm(encoder, train, device=device, stream=stream, layout=store.layout)
         result = knn_monitor(
-            method.encoder, train, test, ks=tuple(cfg.train.knn_ks), device=device, stream=stream, layout=store.layout
+            encoder, train, test, ks=tuple(cfg.train.knn_ks), device=device, stream=stream, layout=store.layout
         )
     if ctx.world > 1:
         dist.barrier()

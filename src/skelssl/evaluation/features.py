@@ -153,6 +153,51 @@ def extract_features(
     return feats, labels, indices
 
 
+def calibrate_batchnorm(
+    encoder: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    stream: str = "joint",
+    layout: Layout | str | None = None,
+) -> int:
+    """Re-estimate every BatchNorm's running statistics of ``encoder`` on ``dataset`` (no labels, no gradients).
+
+    A freshly initialised network evaluated in eval mode uses BatchNorm's initial statistics (mean 0, variance
+    1), which do not normalise anything: a random ST-GCN then maps every clip to nearly the same feature, a
+    baseline far weaker than a random network actually is. The statistics are reset, then accumulated as exact
+    averages over one pass (``momentum=None``) with only the BatchNorm layers in training mode (dropout stays
+    off). Returns the number of BatchNorm layers (0: nothing to do, the encoder is untouched).
+    """
+    _check_stream(stream)
+    model = unwrap_module(encoder)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    device = torch.device(device)
+    layout = _resolve_layout(layout, dataset, model, stream)
+    flags = [(module, module.training) for module in model.modules()]
+    momenta = [m.momentum for m in norms]
+    try:
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+        with torch.no_grad():
+            for batch in loader:
+                x, _, _ = _unpack(batch, 0)
+                model(to_stream(x.to(device, non_blocking=True), stream, layout))  # type: ignore[arg-type]
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        for module, training in flags:
+            module.training = training
+    return len(norms)
+
+
 # -------------------------------------------------------------------------------------------------- cache
 
 

@@ -361,6 +361,26 @@ def feature_cache_dir(ctx: EvalContext) -> Path:
     return Path(ctx.out_dir).resolve().parent / ".feature-cache"
 
 
+def calibrate_random_init(ctx: EvalContext, encoder: LoadedEncoder, *, batch_size: int = 64) -> None:
+    """A random-init baseline's BatchNorm statistics, estimated once on the (unlabelled) training part.
+
+    Pretrained encoders bring the statistics they accumulated in pretraining; a random-init encoder of the
+    same architecture gets them from the data too (:func:`~skelssl.evaluation.features.calibrate_batchnorm`),
+    so the baseline compares weights, not uncalibrated normalisation. Recorded as ``bn_calibrated`` in the
+    report's encoder entry. Encoders without BatchNorm (the transformers) are untouched.
+    """
+    from skelssl.evaluation.features import calibrate_batchnorm
+
+    if not encoder.random_init or getattr(encoder.module, "bn_calibrated", None):
+        return
+    dataset = make_eval_dataset(ctx, ctx.train_part, train=False, encoder=encoder)
+    layers = calibrate_batchnorm(
+        encoder.module, dataset, batch_size=batch_size, device=ctx.device, stream=encoder.stream, layout=dataset.layout
+    )
+    if layers:
+        encoder.module.bn_calibrated = f"{ctx.split}/{ctx.train_part}"
+
+
 def encoder_features(
     ctx: EvalContext,
     part: str,
@@ -374,6 +394,7 @@ def encoder_features(
     from skelssl.evaluation.features import cached_features, state_dict_digest
 
     enc = encoder if encoder is not None else ctx.encoder
+    calibrate_random_init(ctx, enc, batch_size=batch_size)
     dataset = make_eval_dataset(ctx, part, train=False, encoder=enc)
     digest = state_dict_digest(enc.module)
     name = hashlib.sha256(
@@ -448,6 +469,7 @@ def _encoder_entry(enc: LoadedEncoder) -> dict[str, Any]:
         "stream": enc.stream,
         "sha256": enc.card.get("sha256"),
         "random_init": enc.random_init,
+        "bn_calibrated": getattr(enc.module, "bn_calibrated", None),
         "digest": state_dict_digest(enc.module),
         "clips": pre_data.get("clips") or (enc.card.get("data") or {}).get("clips"),
         "layout": enc.layout.name,
