@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from skelssl.errors import ConfigError
+
 
 class Method(nn.Module):
     """Base class of pretraining methods (PSTL, SkeletonBT, Skeleton2vec, MAMP)."""
@@ -47,3 +49,33 @@ class Method(nn.Module):
     def card(self) -> dict[str, Any]:
         """Facts about the method recorded beside the exported encoder."""
         return {"method": self.name}
+
+
+# --------------------------------------------------------------------- checks shared by the token methods
+
+
+def check_segment(method: str, frames: int, segment: int) -> None:
+    """``ConfigError`` unless the clip length ``frames`` is a multiple of the temporal ``segment``."""
+    if frames % segment:
+        raise ConfigError(
+            f"{method}: the clip length {frames} is not divisible by segment = {segment}; use data.frames = "
+            f"{max(segment, frames - frames % segment)} or another segment"
+        )
+
+
+def check_visible(method: str, visible: int, total: int, what: str) -> None:
+    """``ConfigError`` unless a mask keeps between 1 and ``total − 1`` of ``total`` tokens (``what``: the setting)."""
+    if not 0 < visible < total:
+        raise ConfigError(
+            f"{method}: {what} keeps {visible} of {total} tokens; "
+            "at least one token must stay visible and one be masked"
+        )
+
+
+def check_clip(method: str, x: Tensor, *, frames: int, joints: int, channels: int, layout: str) -> None:
+    """``ValueError`` unless ``x`` is ``(N, M, frames, joints, channels)``."""
+    expected = (frames, joints, channels)
+    if x.dim() != 5 or tuple(x.shape[2:]) != expected:
+        raise ValueError(
+            f"{method} on {layout} expects (N, M, T={frames}, V={joints}, C={channels}) input, got {tuple(x.shape)}"
+        )

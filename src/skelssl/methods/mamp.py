@@ -31,7 +31,7 @@ from torch import Tensor
 from skelssl.data.augment import AugmentConfig, augment
 from skelssl.errors import ConfigError
 from skelssl.masking.tokens import TokenMask, motion_aware_mask, random_mask
-from skelssl.methods.base import Method
+from skelssl.methods.base import Method, check_clip, check_segment, check_visible
 from skelssl.methods.losses import _at_least_fp32
 from skelssl.models.decoder import MaskedDecoder
 from skelssl.models.registry import encoder_spec
@@ -139,11 +139,7 @@ class MAMP(Method):
         super().__init__()
         config = config if config is not None else MAMPConfig()
         config.check()
-        if frames % config.segment:
-            raise ConfigError(
-                f"mamp: the clip length {frames} is not divisible by segment = {config.segment}; use data.frames = "
-                f"{max(config.segment, frames - frames % config.segment)} or another segment"
-            )
+        check_segment("mamp", frames, config.segment)
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
         self.config = dataclasses.replace(config)
         self.distributed = distributed
@@ -181,11 +177,7 @@ class MAMP(Method):
         )
         probe = self._mask(torch.zeros(1, frames, self.layout.num_joints, in_channels), torch.Generator())
         visible = probe.keep_idx.shape[1]
-        if not 0 < visible < self.encoder.num_tokens:
-            raise ConfigError(
-                f"mamp.mask_ratio = {config.mask_ratio} keeps {visible} of {self.encoder.num_tokens} tokens; "
-                "at least one token must stay visible and one be masked"
-            )
+        check_visible("mamp", visible, self.encoder.num_tokens, f"mask_ratio = {config.mask_ratio}")
 
     @property
     def encoder(self) -> SkeletonTransformer:  # type: ignore[override]
@@ -226,9 +218,11 @@ class MAMP(Method):
         return {"loss": loss, "pred_var": token_variance(pred), "target_var": token_variance(target)}
 
     def _check_input(self, x: Tensor) -> None:
-        expected = (self.frames, self.layout.num_joints, self.encoder.in_channels)
-        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
-            raise ValueError(
-                f"MAMP on {self.layout.name} expects (N, M, T={self.frames}, V={expected[1]}, C={expected[2]}) input, "
-                f"got {tuple(x.shape)}"
-            )
+        check_clip(
+            "MAMP",
+            x,
+            frames=self.frames,
+            joints=self.layout.num_joints,
+            channels=self.encoder.in_channels,
+            layout=self.layout.name,
+        )

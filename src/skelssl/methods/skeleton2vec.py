@@ -51,7 +51,7 @@ from skelssl.distributed import is_distributed
 from skelssl.engine.ema import EMATeacher
 from skelssl.errors import ConfigError
 from skelssl.masking.tokens import TokenMask, motion_aware_tube_mask, random_mask, tube_mask
-from skelssl.methods.base import Method
+from skelssl.methods.base import Method, check_clip, check_segment, check_visible
 from skelssl.methods.losses import _at_least_fp32
 from skelssl.methods.mamp import patch_motion_targets, token_variance
 from skelssl.models.decoder import MaskedDecoder
@@ -214,11 +214,7 @@ class Skeleton2vec(Method):
         super().__init__()
         config = config if config is not None else Skeleton2vecConfig()
         config.check()
-        if frames % config.segment:
-            raise ConfigError(
-                f"skeleton2vec: the clip length {frames} is not divisible by segment = {config.segment}; use "
-                f"data.frames = {max(config.segment, frames - frames % config.segment)} or another segment"
-            )
+        check_segment("skeleton2vec", frames, config.segment)
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
         self.config = dataclasses.replace(config)
         self.distributed = distributed
@@ -266,12 +262,12 @@ class Skeleton2vec(Method):
         self._ddp_params_and_buffers_to_ignore = [f"teacher.{key}" for key in self.teacher.state_dict()]
         probe = self._mask(torch.zeros(1, frames, self.layout.num_joints, in_channels), torch.Generator())
         visible = probe.keep_idx.shape[1]
-        if not 0 < visible < self.student.num_tokens:
-            raise ConfigError(
-                f"skeleton2vec: mask_ratio = {config.mask_ratio} ({config.mask}, rounding {config.rounding!r}) keeps "
-                f"{visible} of {self.student.num_tokens} tokens on {self.layout.name}; at least one token must stay "
-                "visible and one be masked"
-            )
+        check_visible(
+            "skeleton2vec",
+            visible,
+            self.student.num_tokens,
+            f"mask_ratio = {config.mask_ratio} ({config.mask}, rounding {config.rounding!r}) on {self.layout.name}",
+        )
 
     @property
     def encoder(self) -> SkeletonTransformer:  # type: ignore[override]
@@ -390,9 +386,11 @@ class Skeleton2vec(Method):
         return None
 
     def _check_input(self, x: Tensor) -> None:
-        expected = (self.frames, self.layout.num_joints, self.student.in_channels)
-        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
-            raise ValueError(
-                f"Skeleton2vec on {self.layout.name} expects (N, M, T={self.frames}, V={expected[1]}, "
-                f"C={expected[2]}) input, got {tuple(x.shape)}"
-            )
+        check_clip(
+            "Skeleton2vec",
+            x,
+            frames=self.frames,
+            joints=self.layout.num_joints,
+            channels=self.student.in_channels,
+            layout=self.layout.name,
+        )
