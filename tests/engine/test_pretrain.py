@@ -92,6 +92,22 @@ def test_resume_is_bit_identical(store: Path, tmp_path: Path) -> None:
     assert losses_a == losses_b  # the log reads as if the run never stopped
 
 
+def test_the_knn_monitor_never_changes_training(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the value at initialisation is measured on a BatchNorm-calibrated copy: the run's weights, BN statistics
+    # and RNG streams must come out exactly as without any monitor
+    import skelssl.evaluation.features as features
+
+    calls: list[int] = []
+    real = features.calibrate_batchnorm
+    monkeypatch.setattr(features, "calibrate_batchnorm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with_knn = pretrain(_cfg(store), run_dir=tmp_path / "knn", echo=lambda s: None)
+    without = pretrain(_cfg(store, "train.knn_every_epochs=0"), run_dir=tmp_path / "plain", echo=lambda s: None)
+    assert calls == [1] and with_knn.knn_at_start and not without.knn_at_start
+    a = load_file(tmp_path / "knn" / "encoder.safetensors")
+    b = load_file(tmp_path / "plain" / "encoder.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_refuses_to_overwrite_or_change_a_run(store: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     pretrain(_cfg(store, "train.knn_every_epochs=0"), run_dir=run, max_steps=2, echo=lambda s: None)

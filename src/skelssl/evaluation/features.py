@@ -118,7 +118,16 @@ def extract_features(
     device = torch.device(device)
     model = unwrap_module(encoder)
     layout = _resolve_layout(layout, dataset, model, stream)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
+    # an own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, so merely
+    # extracting features (the kNN monitor) would shift the dropout stream of the training it runs inside
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        drop_last=False,
+        generator=torch.Generator(),
+    )
     n = len(dataset)  # type: ignore[arg-type]
     feats: np.ndarray | None = None
     labels = np.empty(n, dtype=np.int64)
@@ -185,7 +194,7 @@ def calibrate_batchnorm(
             m.reset_running_stats()
             m.momentum = None
             m.train()
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, generator=torch.Generator())
         with torch.no_grad():
             for batch in loader:
                 x, _, _ = _unpack(batch, 0)

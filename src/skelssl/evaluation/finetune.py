@@ -346,7 +346,7 @@ def predict(model: Classifier, dataset: Any, *, stream: str, device: str, batch_
     model.eval()
     out: list[np.ndarray] = []
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
             x = to_stream(batch["x"].to(device), stream, dataset.layout)
             out.append(model(x).float().cpu().numpy())
     finally:

@@ -182,7 +182,7 @@ def missing_features(
     try:
         model.eval()
         with torch.inference_mode():
-            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
                 idx = torch.as_tensor(batch["index"]).reshape(-1)
                 x = to_stream(batch["x"].to(device), enc.stream, layout)
                 if shared is not None:
