@@ -161,8 +161,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import importlib
 
     from skelssl.data.store import SkeletonStore
-    from skelssl.evaluation.protocols import EvalContext, encoder_features, load_eval_encoder
-    from skelssl.evaluation.report import summary_line, write_report
+    from skelssl.evaluation.protocols import EvalContext, load_eval_encoder
+    from skelssl.evaluation.report import summary_line, write_run_report
 
     options = _parse_overrides(args.options)
     which = options.pop("encoder", "encoder")
@@ -195,22 +195,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         options=options,
     )
     report = run(ctx)
-    out = Path(args.out)
-    logits = np.load(out / "logits.npy") if (out / "logits.npy").is_file() else None
-    labels = np.load(out / "labels.npy") if (out / "labels.npy").is_file() else None
-    embeddings = emb_labels = None
-    if embedding != "none" and args.protocol in _FEATURE_PROTOCOLS:
-        embeddings, emb_labels, _ = encoder_features(ctx, ctx.test_part)
-    path = write_report(
-        out,
-        report,
-        logits=logits,
-        labels=labels,
-        embeddings=embeddings,
-        embedding_labels=emb_labels,
-        class_names=list(store.class_names),
-        embedding_method="pca" if embedding == "none" else embedding,
-    )
+    features = embedding if args.protocol in _FEATURE_PROTOCOLS else "none"
+    path = write_run_report(ctx, report, embedding=features)
     print(summary_line(report, path))
     return 0
 

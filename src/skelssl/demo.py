@@ -164,8 +164,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Linear probe and kNN of the run's encoder (or the same architecture at random init) → summary row."""
     from skelssl.evaluation.linear import run_linear
-    from skelssl.evaluation.protocols import EvalContext, encoder_features, load_eval_encoder, run_knn
-    from skelssl.evaluation.report import summary_line, write_report
+    from skelssl.evaluation.protocols import EvalContext, load_eval_encoder, run_knn
+    from skelssl.evaluation.report import summary_line, write_run_report
 
     encoder = load_eval_encoder(run_dir, device=device, random_init=random_init, seed=seed)
     row: dict[str, Any] = {}
@@ -174,18 +174,7 @@ def _evaluate(
         folder = out / protocol
         ctx = EvalContext(encoders=[encoder], store=store, split=DEMO_SPLIT, device=device, seed=seed, out_dir=folder)
         report = run(ctx)
-        logits = np.load(folder / "logits.npy") if (folder / "logits.npy").is_file() else None
-        labels = np.load(folder / "labels.npy") if (folder / "labels.npy").is_file() else None
-        embeddings, emb_labels, _ = encoder_features(ctx, ctx.test_part)
-        path = write_report(
-            folder,
-            report,
-            logits=logits,
-            labels=labels,
-            embeddings=embeddings,
-            embedding_labels=emb_labels,
-            class_names=list(store.class_names),
-        )
+        path = write_run_report(ctx, report)
         echo("      " + summary_line(report, path))
         reports[protocol] = report
         row[f"{protocol}_report"] = str(path)

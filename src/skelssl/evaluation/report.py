@@ -225,3 +225,27 @@ def summary_line(report: dict[str, Any], path: str | Path) -> str:
         parts.append("[" + ", ".join(extra) + "]")
     parts.append(f"in {report.get('seconds', 0):.1f} s → {path}")
     return " ".join(parts)
+
+
+def write_run_report(ctx: Any, report: dict[str, Any], *, embedding: str = "pca") -> Path:
+    """:func:`write_report` for a protocol that ran in ``ctx`` (an ``EvalContext``): picks up the ``logits.npy`` /
+    ``labels.npy`` the protocol saved in ``ctx.out_dir`` and, unless ``embedding="none"``, plots the encoder's
+    cached test features (``"pca"`` or ``"tsne"``). Returns the ``report.json`` path."""
+    from skelssl.evaluation.protocols import encoder_features
+
+    out = Path(ctx.out_dir)
+    logits = np.load(out / "logits.npy") if (out / "logits.npy").is_file() else None
+    labels = np.load(out / "labels.npy") if (out / "labels.npy").is_file() else None
+    embeddings = emb_labels = None
+    if embedding != "none":
+        embeddings, emb_labels, _ = encoder_features(ctx, ctx.test_part)
+    return write_report(
+        out,
+        report,
+        logits=logits,
+        labels=labels,
+        embeddings=embeddings,
+        embedding_labels=emb_labels,
+        class_names=list(ctx.store.class_names),
+        embedding_method="pca" if embedding == "none" else embedding,
+    )
