@@ -26,30 +26,22 @@ Public-code reference point (the issue, this machine kind): 12.6 s/step of 32 cl
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
-from skelssl.data.clips import ClipConfig, ClipDataset
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
-from skelssl.data.store import SkeletonStore
+from _step import environment, finish, matmul_gflops, ntu_clips, sync, time_split
+from skelssl.data.clips import ClipConfig
 from skelssl.engine.optim import build_optimizer
 from skelssl.methods.pstl import PSTL, PSTLConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "pstl_step.json"
-NTU = ROOT.parent / "shared" / "data" / "ntu60-samples" / "skeletons"
 
 PUBLIC = {"s_per_step": 12.6, "clips_per_s": 2.5, "gflop_per_step": 341.0, "matmul_gflops": 121.0}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -68,41 +60,6 @@ FAMILIES = {
     "copies / layout": ("copy_", "clone", "contiguous", "aten::cat", "index_select", "gather", "take_along_dim"),
     "optimiser (fused Adam)": ("_fused_adam", "adam"),
 }
-
-
-def clips(batch: int, frames: int = 50) -> tuple[torch.Tensor, str]:
-    """``(batch, 2, frames, 25, 3)`` clips: real NTU samples through the PSTL pipeline, tiled; else random."""
-    if NTU.is_dir():
-        with tempfile.TemporaryDirectory() as tmp:
-            prepare_store(get_importer_class("ntu60")(NTU), Path(tmp) / "ntu")
-            store = SkeletonStore.open(Path(tmp) / "ntu")
-            dataset = ClipDataset(store=store, config=ClipConfig.pstl(frames=frames))
-            x = default_collate([dataset[i] for i in range(len(dataset))])["x"]
-        reps = -(-batch // x.shape[0])
-        return x.repeat(reps, 1, 1, 1, 1)[:batch].contiguous(), f"{len(dataset)} real NTU samples, tiled"
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 2, frames, 25, 3, generator=g).cumsum(dim=2) * 0.05
-    return x, "random smooth trajectories"
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device: str, size: int = 4096, repeats: int = 6) -> float:
-    """Best-of-``repeats`` fp32 ``torch.mm`` rate (GFLOP/s) on ``device``."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 class Runner:
@@ -178,25 +135,10 @@ def run_device(device: str, names: list[str], x: torch.Tensor, *, warmup: int, s
     for i, runner in enumerate(runners):
         row = runner.row()
         if i == 0:
-            row["time_split"] = time_split(runner.step, device)
+            row["time_split"] = time_split(runner.step, device, FAMILIES)
         rows.append(row)
         print(f"  {device} {runner.name}: {row['s_per_step_median']:.3f} s/step (median of {steps})", flush=True)
     return rows
-
-
-def time_split(step, device: str) -> dict[str, float]:
-    """Seconds of one profiled step per operator family (profiler self time; overhead inflates the total)."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=activities) as prof:
-        step()
-        sync(device)
-    split = dict.fromkeys([*FAMILIES, "other"], 0.0)
-    for event in prof.key_averages():
-        op = event.key
-        seconds = (event.self_device_time_total if device.startswith("cuda") else event.self_cpu_time_total) / 1e6
-        family = next((f for f, names in FAMILIES.items() if any(n in op for n in names)), "other")
-        split[family] += seconds
-    return split
 
 
 def table(rows: list[dict[str, Any]], batch: int) -> str:
@@ -235,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    x, source = clips(args.batch)
+    x, source = ntu_clips(ClipConfig.pstl(frames=50), args.batch)
     load_before = os.getloadavg()
     rows = []
     for device in args.devices:
@@ -256,28 +198,13 @@ def main() -> None:
         "input": source,
         "warmup": args.warmup,
         "steps": args.steps,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        **environment(load_before),
         "public_code": PUBLIC,
         "rows": rows,
     }
     print(f"\nPSTL step, batch {args.batch} x (2, 50, 25, 3) ntu25, projector 3x6144 ({source})")
     print(table(rows, args.batch))
-    before, after = (f"{v[0]:.2f}" for v in (load_before, result["load_average_after"]))
-    print(f"  1-min load average before / after: {before} / {after} on {os.cpu_count()} CPUs (other processes slow it)")
-    for row in rows:
-        if "time_split" in row:
-            total = sum(row["time_split"].values())
-            parts = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(row["time_split"].items(), key=lambda kv: -kv[1]))
-            print(f"  time split ({row['device']} {row['variant']}, profiled step {total:.2f}s): {parts}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    finish(result, args.json, label=lambda row: f"{row['device']} {row['variant']}")
 
 
 if __name__ == "__main__":

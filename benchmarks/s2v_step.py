@@ -35,11 +35,8 @@ Prints a table and writes ``benchmarks/results/s2v_step.json`` (``--json`` to ch
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -47,14 +44,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
-from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from skelssl.data.clips import ClipConfig, ClipDataset
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
-from skelssl.data.store import SkeletonStore
+from _step import environment, finish, matmul_gflops, ntu_clips, sync, time_split
+from skelssl.data.clips import ClipConfig
 from skelssl.engine.optim import build_optimizer
 from skelssl.methods.base import Method
 from skelssl.methods.mamp import MAMP
@@ -63,10 +56,9 @@ from skelssl.models.blocks import Block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "s2v_step.json"
-NTU = ROOT.parent / "shared" / "data" / "ntu60-samples" / "skeletons"
 
 PUBLIC = {"s_per_step": 20.5, "clips_per_s": 0.39, "gflop_per_step": 520.0, "matmul_gflops": 121.0, "batch": 8}
-METHODS = {"skeleton2vec": (ClipConfig.skeleton2vec, 90), "mamp": (ClipConfig.mamp, 120)}
+METHODS = {"skeleton2vec": ClipConfig.skeleton2vec, "mamp": ClipConfig.mamp}
 FAMILIES = {
     "attention (sdpa)": ("scaled_dot_product", "_flash_attention", "_efficient_attention"),
     "linear (mm / addmm)": ("aten::mm", "addmm", "aten::bmm", "aten::linear"),
@@ -76,41 +68,6 @@ FAMILIES = {
     "copies / layout": ("copy_", "clone", "contiguous", "aten::cat", "gather", "scatter", "index"),
     "optimiser / EMA (foreach, fused)": ("_fused_adam", "_foreach", "adamw"),
 }
-
-
-def clips(method: str, batch: int) -> tuple[torch.Tensor, str]:
-    """``(batch, 2, T, 25, 3)`` clips of ``method``'s pipeline: real NTU samples, tiled; else random."""
-    make, frames = METHODS[method]
-    if NTU.is_dir():
-        with tempfile.TemporaryDirectory() as tmp:
-            prepare_store(get_importer_class("ntu60")(NTU), Path(tmp) / "ntu")
-            store = SkeletonStore.open(Path(tmp) / "ntu")
-            dataset = ClipDataset(store=store, config=make())
-            x = default_collate([dataset[i] for i in range(len(dataset))])["x"]
-        reps = -(-batch // x.shape[0])
-        return x.repeat(reps, 1, 1, 1, 1)[:batch].contiguous(), f"{len(dataset)} real NTU samples, tiled"
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 2, frames, 25, 3, generator=g).cumsum(dim=2) * 0.05, "random smooth trajectories"
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, size: int = 4096, repeats: int = 6) -> float:
-    """Best-of-``repeats`` ``torch.mm`` rate (GFLOP/s) on ``device`` in ``dtype``."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def _sdpa_cpu_flops(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
@@ -136,10 +93,10 @@ class Runner:
 
     def __init__(self, name: str, batch: int, *, device: str, amp: str, compile_blocks: bool) -> None:
         self.name, self.device = name, device
-        x, self.source = clips(name, batch)
+        x, self.source = ntu_clips(METHODS[name](), batch)
         self.x = x.to(device)
         init = torch.Generator().manual_seed(0)
-        frames = METHODS[name][1]
+        frames = x.shape[2]  # the preset's clip length (90 / 120)
         self.method: Method
         if name == "skeleton2vec":
             self.method = Skeleton2vec(layout="ntu25", frames=frames, init_generator=init)
@@ -213,20 +170,6 @@ class Runner:
                 self.forward_backward()
         by_op = {str(op): n / steps / 1e9 for op, n in counter.get_flop_counts().get("Global", {}).items()}
         return counter.get_total_flops() / steps, by_op
-
-
-def time_split(step: Any, device: str) -> dict[str, float]:
-    """Seconds of one profiled step per operator family (profiler self time; overhead inflates the total)."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=activities) as prof:
-        step()
-        sync(device)
-    split = dict.fromkeys([*FAMILIES, "other"], 0.0)
-    for event in prof.key_averages():
-        seconds = (event.self_device_time_total if device.startswith("cuda") else event.self_cpu_time_total) / 1e6
-        family = next((f for f, names in FAMILIES.items() if any(n in event.key for n in names)), "other")
-        split[family] += seconds
-    return split
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -305,34 +248,19 @@ def main() -> None:
             "x_public": (batch / s) / PUBLIC["clips_per_s"],
         }
         if not args.no_profile:
-            row["time_split"] = time_split(runner.step, device)
+            row["time_split"] = time_split(runner.step, device, FAMILIES)
         rows.append(row)
         print(f"  {device} {runner.name}: {s:.3f} s/step (median of {args.steps})", flush=True)
     result = {
         "warmup": args.warmup,
         "steps": args.steps,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        **environment(load_before),
         "public_code": PUBLIC,
         "rows": rows,
     }
     print(f"\nSkeleton2vec / MAMP steps on {device}, batch {batch}, amp {args.amp}, compile {args.compile}")
     print(table(rows))
-    before, after = (f"{v[0]:.2f}" for v in (load_before, result["load_average_after"]))
-    print(f"  1-min load average before / after: {before} / {after} on {os.cpu_count()} CPUs (other processes slow it)")
-    for row in rows:
-        if "time_split" in row:
-            total = sum(row["time_split"].values())
-            parts = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(row["time_split"].items(), key=lambda kv: -kv[1]))
-            print(f"  time split ({row['method']}, profiled step {total:.2f}s): {parts}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    finish(result, args.json, label=lambda row: row["method"])
 
 
 if __name__ == "__main__":
