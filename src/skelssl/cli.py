@@ -333,6 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_tag() -> str:
+    """`` (rank N)`` inside a multi-process (``torchrun``) job, so a failing rank names itself."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return f" (rank {os.environ.get('RANK', '?')})"
+    return ""
+
+
+def _record_for_torchrun(err: BaseException) -> None:
+    """Under ``torchrun``, hand the error to the launcher, whose failure summary then shows it as the root cause."""
+    import os
+
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(err)
+    except Exception:  # the summary is a convenience; the error itself is printed anyway
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -346,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SkelsslError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _record_for_torchrun(err)
+        print(f"error{_rank_tag()}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -356,6 +380,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:  # a write or read the code did not expect to fail: still one line naming the file
+        _record_for_torchrun(err)
+        if err.filename is None:
+            raise
+        print(
+            f"error{_rank_tag()}: {err.filename}: {err.strerror or err}; check the path, its permissions and the "
+            "free disk space",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as err:
+        _record_for_torchrun(err)
+        raise
 
 
 if __name__ == "__main__":

@@ -32,12 +32,20 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: Python has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_replace(path: Path, produce: Callable[[Path], None]) -> Path:
     """Run ``produce(tmp)`` to write a temp file beside ``path`` (durably), then rename it over ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the usual permissions
     except OSError as exc:
         raise SkelsslError(f"{path}: cannot write here ({exc}); check the directory and its permissions") from exc
     tmp = Path(tmp_name)

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from skelssl import __version__
-from skelssl.config import config_to_dict, dump_config
+from skelssl.config import config_to_dict, dump_config, validate_config
 from skelssl.data.clips import ClipConfig, ClipDataset, clip_config_from
 from skelssl.data.loader import make_loader
 from skelssl.data.store import SkeletonStore
@@ -152,6 +152,49 @@ class PretrainConfig:
     skeleton2vec: Skeleton2vecConfig = field(default_factory=Skeleton2vecConfig)
     mamp: MAMPConfig = field(default_factory=MAMPConfig)
 
+    def check(self) -> None:
+        """Refuse settings that cannot work together, before any work (``load_config`` runs this last).
+
+        Against the clip length (the ``data.clips`` preset's or ``data.frames``): the method's segment, tube and
+        MATM lengths. When ``data.store`` names a readable store, also against it: the split and part, the batch
+        size (at most the part's sequences), and the layout (CSM joints, visible tokens per mask). An unreadable
+        or missing store is left to :func:`pretrain` to report.
+        """
+        if self.schedule.warmup_epochs > self.train.epochs:
+            raise ConfigError(
+                f"schedule.warmup_epochs = {self.schedule.warmup_epochs} is longer than train.epochs = "
+                f"{self.train.epochs}; allowed: 0..{self.train.epochs}"
+            )
+        frames = _clip_config(self, train=True).frames
+        store = _try_open(self.data.store)
+        layout = store.layout if store is not None else None
+        checker = {"pstl": PSTL, "skeleton2vec": Skeleton2vec, "mamp": MAMP}.get(self.method)
+        if checker is not None:
+            checker.check_setup(getattr(self, self.method), layout=layout, frames=frames)
+        if store is None:
+            return
+        from skelssl.utils import closest
+
+        d = self.data
+        splits = sorted(store.splits)
+        if d.split not in splits:
+            hint = closest(d.split, splits)
+            raise ConfigError(
+                f"data.split = {d.split!r} is not a split of {d.store}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; its splits: {', '.join(splits) or 'none'}"
+            )
+        parts = store.split_parts(d.split)
+        for key, part in (("data.part", d.part), ("data.monitor_part", d.monitor_part)):
+            if part not in parts and (key == "data.part" or self.train.knn_every_epochs):
+                raise ConfigError(f"{key} = {part!r} is not a part of split {d.split!r}; allowed: {', '.join(parts)}")
+        size = len(store.split_indices(d.split, d.part))
+        if self.train.batch_size > size:
+            raise ConfigError(
+                f"train.batch_size = {self.train.batch_size} is larger than the {size} training sequences of "
+                f"{d.store} ({d.split}/{d.part}); allowed: 1..{size}"
+            )
+
 
 @dataclass
 class RunResult:
@@ -201,6 +244,16 @@ def _clip_config(cfg: PretrainConfig, *, train: bool) -> ClipConfig:
         normalize=d.normalize,
         align_spine=d.align_spine,
     )
+
+
+def _try_open(path: str) -> SkeletonStore | None:
+    """The store at ``path`` for config checks, or ``None`` when there is none (yet) or it cannot be read."""
+    if not path or not Path(path).is_dir():
+        return None
+    try:
+        return SkeletonStore.open(path)
+    except SkelsslError:
+        return None
 
 
 def build_method(cfg: PretrainConfig, store: SkeletonStore, *, distributed: bool) -> Method:
@@ -272,6 +325,7 @@ def pretrain(
     it); the run can be continued with ``resume=True``.
     """
     start_time = time.perf_counter()
+    cfg = validate_config(cfg)  # a config built or edited in code gets the checks load_config runs
     ctx = _init_distributed(device)
     if device.startswith("cuda") and ctx.world > 1:
         device = f"cuda:{ctx.local_rank}"
@@ -284,11 +338,7 @@ def pretrain(
     run = Path(run_dir)
     ckpt_dir = run / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
-    if ctx.main:
-        _prepare_run_dir(run, cfg, resume=resume, has_checkpoint=resume_from is not None)
-    if ctx.world > 1:
-        dist.barrier()
-
+    # every check that can fail on the data comes before the run directory is written
     store = SkeletonStore.open(cfg.data.store)
     dataset = ClipDataset(store=store, config=_clip_config(cfg, train=True), split=cfg.data.split, part=cfg.data.part)
     if t.batch_size % ctx.world:
@@ -299,6 +349,11 @@ def pretrain(
             f"train.batch_size={t.batch_size} is larger than the {len(dataset)} training sequences of "
             f"{cfg.data.store} ({cfg.data.split}/{cfg.data.part}); lower it"
         )
+    if ctx.main:
+        _prepare_run_dir(run, cfg, resume=resume, has_checkpoint=resume_from is not None)
+    if ctx.world > 1:
+        dist.barrier()
+
     loader = make_loader(
         dataset,
         batch_size=per_rank,
@@ -350,16 +405,22 @@ def pretrain(
         step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
         epoch_sums = (float(state.get("epoch_loss", 0.0)), int(state.get("epoch_batches", 0)))
         if log is not None:
-            log.truncate_after(step)
+            if "metrics_lines" in state:  # the records written up to this checkpoint; later ones are logged again
+                log.truncate(int(state["metrics_lines"]))
+            else:
+                log.truncate_after(step)
         echo(f"resumed from {resume_from} at step {step} (epoch {epoch}, batch {position})")
+    elif log is not None:
+        log.truncate(0)  # --resume of a run stopped before its first checkpoint: it starts again from scratch
     elif ctx.main:
         echo(
             f"pretrain {cfg.method} on {cfg.data.store} ({cfg.data.split}/{cfg.data.part}: {len(dataset)} sequences), "
             f"{t.epochs} epochs x {steps_per_epoch} steps, batch {t.batch_size}, {ctx.world} process(es) on {device}"
         )
 
-    knn_start: dict[str, float] = {}
-    knn_last: dict[str, float] = {}
+    knn_start: dict[str, float] = dict(state.get("knn_at_start", {})) if resume_from is not None else {}
+    knn_last: dict[str, float] = dict(state.get("knn", {})) if resume_from is not None else {}
+    last_saved: Path | None = resume_from
     if t.knn_every_epochs and t.knn_at_start and step == 0:
         knn_start = _knn(cfg, store, method, device, ctx, initial=True)
         if log is not None:
@@ -367,12 +428,30 @@ def pretrain(
             echo(f"kNN at initialisation: {_fmt(knn_start)}")
 
     def save(where: tuple[int, int, int], sums: tuple[float, int]) -> None:
-        _checkpoint(ckpt_dir, cfg, method, optimizer, scaler, generator, where, ctx, epoch_sums=sums)
+        nonlocal last_saved
+        last_saved = _checkpoint(
+            ckpt_dir,
+            cfg,
+            method,
+            optimizer,
+            scaler,
+            generator,
+            where,
+            ctx,
+            epoch_sums=sums,
+            extra={
+                "last_loss": last_loss,
+                "knn_at_start": knn_start,
+                "knn": knn_last,
+                "metrics_lines": log.lines if log is not None else 0,
+            },
+            previous=last_saved,
+        )
 
     show = progress if progress is not None else (ctx.main and sys.stderr.isatty())
     # a method may watch its own scalars (Skeleton2vec: representation collapse) and name the problem
     health: Callable[[dict[str, Any], int], str | None] | None = getattr(method, "check_health", None)
-    last_loss = math.nan
+    last_loss = float(state.get("last_loss", math.nan)) if resume_from is not None else math.nan
     clock = time.perf_counter()
     clips_since = 0
     finished = False
@@ -392,12 +471,13 @@ def pretrain(
                 loss = out["loss"]
                 if not torch.isfinite(loss.detach()):
                     raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {step + 1} (epoch {epoch}); the last good "
-                        f"checkpoint in {ckpt_dir} is kept — lower optim.lr or enable train.grad_clip"
+                        f"non-finite loss ({loss.item()}) at step {step + 1} (epoch {epoch}); {_kept(last_saved)}. "
+                        "Start a new run (another --out) with a lower optim.lr or with optim.grad_clip set; "
+                        "--resume with the same settings would meet the same loss again"
                     )
                 problem = health(out, step + 1) if health is not None else None
                 if problem:
-                    raise TrainingError(f"{problem} (epoch {epoch}); the last good checkpoint in {ckpt_dir} is kept")
+                    raise TrainingError(f"{problem} (epoch {epoch}); {_kept(last_saved)}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 grad_norm = None
@@ -449,7 +529,13 @@ def pretrain(
                 save((step, epoch, 0), (0.0, 0))
         finished = epoch >= t.epochs
         if finished and ctx.main:
-            _export(run, cfg, method, store, step, last_loss, knn_start, knn_last)
+            try:
+                _export(run, cfg, method, store, step, last_loss, knn_start, knn_last)
+            except SkelsslError as err:
+                raise TrainingError(
+                    f"{err} — the final checkpoint {last_saved} is kept: free disk space (or copy the run "
+                    "directory elsewhere) and run again with --resume to export the encoder"
+                ) from err
     finally:
         if log is not None:
             log.close()
@@ -468,11 +554,27 @@ def pretrain(
 
 
 def _prepare_run_dir(run: Path, cfg: PretrainConfig, *, resume: bool, has_checkpoint: bool) -> None:
-    if resume and not has_checkpoint and (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
-        raise ConfigError(f"{run / 'checkpoints'} holds no valid checkpoint to resume from")
+    ckpts = run / "checkpoints"
+    if resume and ckpts.is_dir():
+        for tmp in ckpts.glob(".*.tmp"):  # left by a write that was interrupted (kill, power loss): never valid
+            tmp.unlink(missing_ok=True)
+    if resume and not has_checkpoint and ckpts.is_dir() and any(ckpts.iterdir()):
+        raise ConfigError(
+            f"{ckpts} holds no valid checkpoint to resume from (every file there is corrupt or incomplete); "
+            "move them away to start again, or choose another --out"
+        )
     if not resume and run.exists() and any(run.iterdir()):
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / f".skelssl-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SkelsslError(
+            f"{run}: cannot write the run directory here ({exc.strerror or exc}); "
+            "choose another --out (a writable place with free space)"
+        ) from exc
     if resume and (run / "config.yaml").exists():
         from skelssl.config import read_yaml
 
@@ -505,9 +607,20 @@ def _checkpoint(
     ctx: _Dist,
     *,
     epoch_sums: tuple[float, int] = (0.0, 0),
-) -> None:
-    """Save the full training state at ``where`` = (global step, epoch, batches done in the epoch)."""
+    extra: dict[str, Any] | None = None,
+    previous: Path | None = None,
+) -> Path:
+    """Save the full training state at ``where`` = (global step, epoch, batches done in the epoch); its path.
+
+    ``extra``: more plain values to store (last loss, kNN results, the metrics log's record count). Weights
+    that are not finite are never saved (so the newest checkpoint is always a good one to resume from), and
+    a failed write (full disk, …) raises :class:`TrainingError` naming ``previous``, the checkpoint kept.
+    """
     step, epoch, position = where
+    path = ckpt_dir / f"step-{step:08d}.pt"
+    bad = next((k for k, v in method.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if bad is not None:
+        raise TrainingError(f"non-finite weights ({bad}) after step {step} (epoch {epoch}); {_kept(previous)}")
     rng = capture_rng({"step": generator})
     if ctx.world > 1:
         states: list[Any] = [None] * ctx.world
@@ -528,14 +641,29 @@ def _checkpoint(
             "world_size": ctx.world,
             "config": config_to_dict(cfg),
             "version": __version__,
+            **(extra or {}),
         }
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ckpt_dir / f"step-{step:08d}.pt", state)
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(path, state)
+        except (OSError, SkelsslError) as exc:
+            detail = str(exc) if isinstance(exc, SkelsslError) else f"{ckpt_dir}: {exc}"
+            raise TrainingError(
+                f"could not save the checkpoint of step {step}: {detail} — {_kept(previous)}; free disk space "
+                "(or copy the run directory elsewhere) and continue with --resume"
+            ) from exc
         old = sorted(ckpt_dir.glob("step-*.pt"))[: -cfg.train.keep_checkpoints]
-        for path in old:
-            path.unlink(missing_ok=True)
+        for stale in old:
+            stale.unlink(missing_ok=True)
     if ctx.world > 1:
         dist.barrier()
+    return path
+
+
+def _kept(checkpoint: Path | None) -> str:
+    if checkpoint is None:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint {checkpoint} is kept"
 
 
 def _export(

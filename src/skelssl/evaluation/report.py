@@ -234,8 +234,8 @@ def write_run_report(ctx: Any, report: dict[str, Any], *, embedding: str = "pca"
     from skelssl.evaluation.protocols import encoder_features
 
     out = Path(ctx.out_dir)
-    logits = np.load(out / "logits.npy") if (out / "logits.npy").is_file() else None
-    labels = np.load(out / "labels.npy") if (out / "labels.npy").is_file() else None
+    logits = np.load(out / "logits.npy", allow_pickle=False) if (out / "logits.npy").is_file() else None
+    labels = np.load(out / "labels.npy", allow_pickle=False) if (out / "labels.npy").is_file() else None
     embeddings = emb_labels = None
     if embedding != "none":
         embeddings, emb_labels, _ = encoder_features(ctx, ctx.test_part)
