@@ -67,3 +67,45 @@ def test_console_script(flag: str) -> None:
     assert exe is not None, "the skelssl console script is not installed"
     res = subprocess.run([exe, flag], capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "skelssl" in res.stdout
+
+
+class _RunsCode:
+    """Pickles as a call to ``os.system``: what a malicious annotation file would hold."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("importer", ["pyskl", "aimclr"])
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], importer: str
+) -> None:
+    import pickle
+
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+    gadget = _RunsCode(f"touch {marker}")
+    if importer == "pyskl":
+        ann = {"frame_dir": "S001C001P001R001A001", "label": 0, "total_frames": 2}
+        ann["keypoint"] = np.zeros((1, 2, 25, 3), np.float32)
+        split = {"xsub_train": ["S001C001P001R001A001", "x"]}
+        evil = {"split": split, "annotations": [ann, {"frame_dir": "x", "label": gadget}]}
+        source = tmp_path / "evil.pkl"
+        source.write_bytes(pickle.dumps(evil))
+    else:
+        source = tmp_path / "aimclr"
+        source.mkdir()
+        np.save(source / "train_data_joint.npy", np.zeros((2, 3, 4, 25, 2), np.float32))
+        (source / "train_label.pkl").write_bytes(pickle.dumps((["a", "b"], [0, gadget])))
+    out = tmp_path / "store"
+    assert main(["prepare", importer, "--input", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "Traceback" not in err, err
+    assert not marker.exists()  # the code never ran
+    assert not out.exists() and not list(tmp_path.glob(".store*"))  # and nothing of the input was written

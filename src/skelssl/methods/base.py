@@ -8,6 +8,7 @@ augmentation, masking, encoders, projectors, losses — happens inside ``step``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -54,13 +55,48 @@ class Method(nn.Module):
 # --------------------------------------------------------------------- checks shared by the token methods
 
 
+def _divisors(n: int) -> str:
+    found = [d for d in range(1, n + 1) if n % d == 0]
+    return ", ".join(map(str, found[:12])) + (" …" if len(found) > 12 else "")
+
+
 def check_segment(method: str, frames: int, segment: int) -> None:
-    """``ConfigError`` unless the clip length ``frames`` is a multiple of the temporal ``segment``."""
-    if frames % segment:
+    """``ConfigError`` (naming ``<method>.segment``) unless the clip length ``frames`` is a multiple of ``segment``."""
+    if segment < 1 or frames % segment:
         raise ConfigError(
-            f"{method}: the clip length {frames} is not divisible by segment = {segment}; use data.frames = "
-            f"{max(segment, frames - frames % segment)} or another segment"
+            f"{method}.segment: the clip length {frames} is not divisible by segment = {segment}; allowed: a divisor "
+            f"of {frames} ({_divisors(frames)}), or data.frames = {max(segment, frames - frames % segment)} "
+            "(a multiple of the segment)"
         )
+
+
+def check_tube_len(method: str, frames: int, segment: int, tube_len: int) -> None:
+    """``ConfigError`` (naming ``<method>.tube_len``) unless ``tube_len`` divides the ``frames / segment`` segments."""
+    segments = frames // segment
+    if tube_len < 1 or segments % tube_len:
+        raise ConfigError(
+            f"{method}.tube_len = {tube_len} does not divide the {segments} temporal segments ({frames} frames / "
+            f"segment {segment}); allowed: a divisor of {segments} ({_divisors(segments)})"
+        )
+
+
+def check_mask_ratio(method: str, mask_ratio: float, total: int, *, rounding: str = "reference", what: str) -> int:
+    """Visible tokens of ``total`` at ``mask_ratio``; ``ConfigError`` naming ``<method>.mask_ratio`` and its allowed
+    range on this layout and clip when none stays visible or none is masked (``what``: what the tokens are)."""
+    from skelssl.masking.tokens import visible_count
+
+    try:
+        return visible_count(total, mask_ratio=mask_ratio, rounding=rounding)  # type: ignore[arg-type]
+    except ConfigError as err:
+        if rounding == "exact":
+            allowed = f"{0.5 / total:.4g} < mask_ratio < 1"
+        else:
+            top = 1 - 1 / total
+            ok = math.isfinite(top) and int(total * (1 - top)) >= 1
+            allowed = f"0 < mask_ratio {'<=' if ok else '<'} {top:.6g} (int({total}·(1 − ratio)) >= 1)"
+        raise ConfigError(
+            f"{method}.mask_ratio = {mask_ratio}: {err} — {total} {what}; allowed here: {allowed}"
+        ) from None
 
 
 def check_visible(method: str, visible: int, total: int, what: str) -> None:

@@ -31,7 +31,7 @@ from torch import Tensor
 from skelssl.data.augment import AugmentConfig, augment
 from skelssl.errors import ConfigError
 from skelssl.masking.tokens import TokenMask, motion_aware_mask, random_mask
-from skelssl.methods.base import Method, check_clip, check_segment, check_visible
+from skelssl.methods.base import Method, check_clip, check_mask_ratio, check_segment, check_visible
 from skelssl.methods.losses import _at_least_fp32
 from skelssl.models.decoder import MaskedDecoder
 from skelssl.models.registry import encoder_spec
@@ -138,9 +138,8 @@ class MAMP(Method):
     ) -> None:
         super().__init__()
         config = config if config is not None else MAMPConfig()
-        config.check()
-        check_segment("mamp", frames, config.segment)
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
+        self.check_setup(config, layout=self.layout, frames=frames)  # before building anything
         self.config = dataclasses.replace(config)
         self.distributed = distributed
         self.frames = frames
@@ -178,6 +177,26 @@ class MAMP(Method):
         probe = self._mask(torch.zeros(1, frames, self.layout.num_joints, in_channels), torch.Generator())
         visible = probe.keep_idx.shape[1]
         check_visible("mamp", visible, self.encoder.num_tokens, f"mask_ratio = {config.mask_ratio}")
+
+    @staticmethod
+    def check_setup(config: MAMPConfig, *, layout: Layout | None, frames: int | None) -> None:
+        """Refuse a config that cannot work on ``frames``-frame clips of ``layout`` (``None``: not known yet),
+        without building anything: the segment must divide the clip into at least 2 temporal patches (motion is a
+        difference of patches) and the mask must keep at least one token and mask one. Raises
+        :class:`ConfigError` naming the key and its allowed values."""
+        config.check()
+        if frames is None:
+            return
+        check_segment("mamp", frames, config.segment)
+        segments = frames // config.segment
+        if segments < 2:
+            raise ConfigError(
+                f"mamp.segment = {config.segment} leaves {segments} temporal patch of the {frames}-frame clip; the "
+                f"motion target needs at least 2: allowed segment <= {frames // 2} (dividing {frames})"
+            )
+        if layout is not None:
+            what = f"tokens ({segments} patches x {layout.num_joints} joints of {layout.name})"
+            check_mask_ratio("mamp", config.mask_ratio, segments * layout.num_joints, what=what)
 
     @property
     def encoder(self) -> SkeletonTransformer:  # type: ignore[override]

@@ -217,19 +217,8 @@ class PSTL(Method):
     ) -> None:
         super().__init__()
         config = config if config is not None else PSTLConfig()
-        config.check()
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
-        v = self.layout.num_joints
-        if not config.baseline and config.weight_csm > 0:
-            if config.csm_joints >= v:
-                raise ConfigError(
-                    f"pstl.csm_joints = {config.csm_joints} would mask every joint of {v} ({self.layout.name})"
-                )
-            weights = centrality_weights(self.layout, config.csm_centrality)
-            limit = int(weights.sum()) if config.csm_mode == "reference" else int((weights > 0).sum())
-            if config.csm_joints > limit:
-                what = "multiset entries" if config.csm_mode == "reference" else "joints with positive centrality"
-                raise ConfigError(f"pstl.csm_joints = {config.csm_joints}: {self.layout.name} has only {limit} {what}")
+        self.check_setup(config, layout=self.layout, frames=None)
         self.config = dataclasses.replace(config)
         self.name = "skeletonbt" if config.baseline else "pstl"
         self.distributed = distributed
@@ -350,6 +339,39 @@ class PSTL(Method):
             raise ConfigError(
                 f"pstl.matm_frames = {cfg.matm_frames} removes {2 * cfg.matm_frames} frames from a {t}-frame clip; "
                 f"use matm_frames < {(t + 1) // 2}"
+            )
+
+    @staticmethod
+    def check_setup(config: PSTLConfig, *, layout: Layout | None, frames: int | None) -> None:
+        """Refuse a config that cannot work on ``frames``-frame clips of ``layout`` (either ``None``: not known
+        yet): CSM must leave a joint (``csm_joints`` below the layout's joints, within what its sampler can draw)
+        and MATM a frame (``2·matm_frames < frames``). Raises :class:`ConfigError` naming the key and its range."""
+        config.check()
+        if (
+            frames is not None
+            and not config.baseline
+            and config.weight_matm > 0
+            and frames - 2 * config.matm_frames < 1
+        ):
+            raise ConfigError(
+                f"pstl.matm_frames = {config.matm_frames} removes {2 * config.matm_frames} frames from a "
+                f"{frames}-frame clip; allowed: 0 <= matm_frames <= {(frames - 1) // 2} (or a longer data.frames)"
+            )
+        if layout is None or config.baseline or config.weight_csm <= 0:
+            return
+        v = layout.num_joints
+        if config.csm_joints >= v:
+            raise ConfigError(
+                f"pstl.csm_joints = {config.csm_joints} would mask every joint of {v} ({layout.name}); "
+                f"allowed: 0 <= csm_joints <= {v - 1}"
+            )
+        weights = centrality_weights(layout, config.csm_centrality)
+        limit = int(weights.sum()) if config.csm_mode == "reference" else int((weights > 0).sum())
+        if config.csm_joints > limit:
+            what = "multiset entries" if config.csm_mode == "reference" else "joints with positive centrality"
+            raise ConfigError(
+                f"pstl.csm_joints = {config.csm_joints}: {layout.name} has only {limit} {what}; "
+                f"allowed: 0 <= csm_joints <= {min(limit, v - 1)}"
             )
 
     def _project(self, feats: list[Tensor]) -> list[Tensor]:

@@ -51,7 +51,7 @@ from skelssl.distributed import is_distributed
 from skelssl.engine.ema import EMATeacher
 from skelssl.errors import ConfigError
 from skelssl.masking.tokens import TokenMask, motion_aware_tube_mask, random_mask, tube_mask
-from skelssl.methods.base import Method, check_clip, check_segment, check_visible
+from skelssl.methods.base import Method, check_clip, check_mask_ratio, check_segment, check_tube_len, check_visible
 from skelssl.methods.losses import _at_least_fp32
 from skelssl.methods.mamp import patch_motion_targets, token_variance
 from skelssl.models.decoder import MaskedDecoder
@@ -213,9 +213,8 @@ class Skeleton2vec(Method):
     ) -> None:
         super().__init__()
         config = config if config is not None else Skeleton2vecConfig()
-        config.check()
-        check_segment("skeleton2vec", frames, config.segment)
         self.layout = get_layout(layout) if isinstance(layout, str) else layout
+        self.check_setup(config, layout=self.layout, frames=frames)  # before building anything
         self.config = dataclasses.replace(config)
         self.distributed = distributed
         self.frames = frames
@@ -268,6 +267,29 @@ class Skeleton2vec(Method):
             self.student.num_tokens,
             f"mask_ratio = {config.mask_ratio} ({config.mask}, rounding {config.rounding!r}) on {self.layout.name}",
         )
+
+    @staticmethod
+    def check_setup(config: Skeleton2vecConfig, *, layout: Layout | None, frames: int | None) -> None:
+        """Refuse a config that cannot work on ``frames``-frame clips of ``layout`` (``None``: not known yet),
+        without building anything: the segment must divide the clip, ``tube_len`` the segments, and the mask
+        must keep at least one token (one joint per tube under the reference rounding) and mask one.
+        Raises :class:`ConfigError` naming the key and its allowed values."""
+        config.check()
+        if frames is None:
+            return
+        check_segment("skeleton2vec", frames, config.segment)
+        segments = frames // config.segment
+        if config.mask != "random":
+            check_tube_len("skeleton2vec", frames, config.segment, config.tube_len)
+        if layout is None:
+            return
+        v = layout.num_joints
+        if config.mask == "random":
+            what = f"tokens ({segments} segments x {v} joints of {layout.name})"
+            check_mask_ratio("skeleton2vec", config.mask_ratio, segments * v, what=what)
+        else:
+            what = f"joints per tube on {layout.name} (rounding {config.rounding!r})"
+            check_mask_ratio("skeleton2vec", config.mask_ratio, v, rounding=config.rounding, what=what)
 
     @property
     def encoder(self) -> SkeletonTransformer:  # type: ignore[override]
