@@ -1,0 +1,129 @@
+"""``benchmarks/nwucla.py``: the plan of commands, and a quick end-to-end table on a small real NW-UCLA store."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from skelssl.data.importers import get_importer_class
+from skelssl.data.prepare import prepare_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nwucla_benchmark", ROOT / "benchmarks" / "nwucla.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+nw = _load()
+
+
+def _plan(tmp_path: Path, **kw: object) -> object:
+    args = {
+        "store": tmp_path / "store",
+        "out": tmp_path / "out",
+        "methods": list(nw.METHODS),
+        "protocols": list(nw.PROTOCOLS),
+        "threads": 1,
+        "finetune_epochs": 7,
+        "runs": {},
+    }
+    return nw.make_plan(**{**args, **kw})
+
+
+def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    cmds = {(s.row, s.protocol): s.command for s in plan.steps}
+    assert [s.protocol for s in plan.steps if s.row in nw.METHODS].count("pretrain") == 4
+    assert "pstl.baseline=true" in cmds[("skeletonbt", "pretrain")]
+    assert "pstl.baseline=true" not in cmds[("pstl", "pretrain")]
+    assert "skeleton2vec/nw-ucla" in cmds[("skeleton2vec", "pretrain")]
+    # one random-init row per preset: PSTL and SkeletonBT share the ST-GCN one
+    randoms = [r for r in plan.rows if r.startswith("random init")]
+    assert randoms == ["random init (pstl/nw-ucla)", "random init (skeleton2vec/nw-ucla)", "random init (mamp/nw-ucla)"]
+    for row in plan.rows:
+        expected = {"linear", "knn", "semi10", "finetune"} | ({"supervised10"} if row in randoms else {"pretrain"})
+        assert {p for r, p in cmds if r == row} == expected, row
+        for protocol in expected - {"pretrain"}:
+            assert ("--random-init" in cmds[(row, protocol)]) == (row in randoms)
+    assert "--epochs 7" in cmds[("mamp", "finetune")] and "head=finetune" in cmds[(randoms[2], "supervised10")]
+    assert "fraction=0.1" in cmds[("pstl", "semi10")] and "recipe=mae" in cmds[("pstl", "linear")]
+    # every output folder is distinct
+    assert len({s.out for s in plan.steps}) == len(plan.steps)
+
+
+def test_plan_reuses_runs_and_subsets(tmp_path: Path) -> None:
+    run = tmp_path / "given"
+    plan = _plan(tmp_path, methods=["pstl"], protocols=["knn"], runs={"pstl": run})
+    assert [(s.row, s.protocol) for s in plan.steps] == [("pstl", "knn"), ("random init (pstl/nw-ucla)", "knn")]
+    assert all(f"--encoder {run}" in s.command for s in plan.steps)
+    with pytest.raises(SystemExit, match="holds no encoder"):
+        nw.main(["--dry-run", "--run", f"pstl={run}"])
+    with pytest.raises(SystemExit, match="unknown method"):
+        nw.main(["--dry-run", "--methods", "pstl,simclr"])
+
+
+def test_markdown_table_from_reports(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, methods=["pstl"], protocols=["linear", "knn"])
+    for step in plan.steps:
+        step.out.mkdir(parents=True)
+        if step.protocol == "pretrain":
+            (step.out / "encoder.safetensors").write_bytes(b"")
+            (step.out / "encoder.json").write_text(json.dumps({"metrics": {"steps": 300}}))
+        else:
+            rows = [{"k": 1, "top1": 0.44}, {"k": 20, "top1": 0.3}] if step.protocol == "knn" else []
+            (step.out / "report.json").write_text(
+                json.dumps({"top1": 0.5 if step.row == "pstl" else 0.25, "rows": rows})
+            )
+    log = tmp_path / "steps.jsonl"
+    log.write_text(
+        json.dumps({"row": "pstl", "protocol": "pretrain", "command": "x", "seconds": 1200.0, "rc": 0}) + "\n"
+    )
+    table = nw.markdown(nw.collect(plan, log), plan.rows)
+    assert "| pstl | 20.0 min | 50.0 | 44.0 | 30.0 | – | – | – |" in table
+    assert "| random init (pstl/nw-ucla) | – | 25.0 |" in table
+    assert "`skelssl eval knn --encoder" in table
+
+
+@pytest.fixture(scope="module")
+def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("ucla") / "all_sqe"
+    src.mkdir()
+    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
+        shutil.copy(f, src / f.name)
+    out = src.parent / "store"
+    prepare_store(get_importer_class("nw-ucla")(src), out)
+    return out
+
+
+def test_quick_table_end_to_end_and_rerun_does_nothing(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "table"
+    argv = ["--store", str(store), "--out", str(out), "--methods", "pstl", "--protocols", "linear,knn", "--quick"]
+    argv += ["--threads", "1"]
+    assert nw.main(argv) == 0
+    result = json.loads((out / "nwucla.json").read_text())
+    records = {(r["row"], r["protocol"]): r for r in result["records"]}
+    assert set(records) == {("pstl", p) for p in ("pretrain", "linear", "knn")} | {
+        ("random init (pstl/nw-ucla)", p) for p in ("linear", "knn")
+    }
+    for (row, protocol), r in records.items():
+        assert r["done"] and r["seconds"] > 0, (row, protocol)
+        if protocol != "pretrain":
+            assert 0 <= r["top1"] <= 1
+    assert 0 <= records[("pstl", "knn")]["knn@20"] <= 1
+    lines = (out / "steps.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and all(json.loads(x)["rc"] == 0 for x in lines)
+    assert nw.main(argv) == 0  # every output exists: nothing runs again
+    assert (out / "steps.jsonl").read_text().splitlines() == lines
+    assert "| pstl |" in (out / "nwucla.md").read_text()
