@@ -7,6 +7,8 @@ import collections
 import io
 import os
 import pickle
+import pickletools
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from skelssl.data import safe_pickle
 from skelssl.data.safe_pickle import safe_load
 from skelssl.errors import BadInputError
+from tests.data.importers.fuzzing import bounded
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 
@@ -252,3 +256,201 @@ def test_corrupted_pickles_only_raise_bad_input(protocol: int, flips: list, cut:
         safe_load(io.BytesIO(bytes(blob)))
     except BadInputError:
         pass
+
+
+# --------------------------------------------------------------------------------------- counts claimed by opcodes
+# Every opcode that carries a byte count, with its count field claiming far more than the file holds. CPython's
+# C unpickler would allocate (BINBYTES, BINBYTES8, BYTEARRAY8) or ask a buffered file for (the others) that many
+# bytes before finding the data short; safe_load's pre-scan refuses them first.
+_HUGE4, _HUGE8 = 2**32 - 1, 2**40
+COUNTED = {
+    "SHORT_BINSTRING": b"U\xff",
+    "SHORT_BINBYTES": b"C\xff",
+    "SHORT_BINUNICODE": b"\x8c\xff",
+    "LONG1": b"\x8a\xff",
+    "BINSTRING": b"T" + struct.pack("<i", 2**31 - 1),
+    "LONG4": b"\x8b" + struct.pack("<i", 2**31 - 1),
+    "BINBYTES": b"B" + struct.pack("<I", _HUGE4),
+    "BINUNICODE": b"X" + struct.pack("<I", _HUGE4),
+    "BINBYTES8": b"\x8e" + struct.pack("<Q", _HUGE8),
+    "BINUNICODE8": b"\x8d" + struct.pack("<Q", _HUGE8),
+    "BYTEARRAY8": b"\x96" + struct.pack("<Q", _HUGE8),
+    "FRAME": b"\x95" + struct.pack("<Q", _HUGE8),
+}
+
+
+def test_counted_opcodes_are_all_covered() -> None:
+    """COUNTED names every opcode whose argument is a byte count (as pickletools describes them), and FRAME."""
+    counts = {
+        pickletools.TAKEN_FROM_ARGUMENT1,
+        pickletools.TAKEN_FROM_ARGUMENT4,
+        pickletools.TAKEN_FROM_ARGUMENT4U,
+        pickletools.TAKEN_FROM_ARGUMENT8U,
+    }
+    names = {op.name for op in pickletools.opcodes if op.arg is not None and op.arg.n in counts}
+    assert names | {"FRAME"} == set(COUNTED)
+    for name, blob in COUNTED.items():
+        assert pickletools.code2op[chr(blob[0])].name == name
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable binary stream (a pipe, a socket) over ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), len(self._data) - self._pos)
+        buffer[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def _sources(tmp_path: Path, blob: bytes) -> dict:
+    """``blob`` as safe_load may get it: a path, a seekable stream, a non-seekable one, an open file at an offset."""
+    path = tmp_path / "claim.pkl"
+    path.write_bytes(blob)
+    offset = tmp_path / "offset.pkl"
+    offset.write_bytes(pickle.dumps([1, 2], protocol=2) + blob)
+    return {
+        "path": lambda: safe_load(path),
+        "BytesIO": lambda: safe_load(io.BytesIO(blob)),
+        "pipe": lambda: safe_load(io.BufferedReader(_Pipe(blob))),
+        "file at offset": lambda: _second(offset),
+    }
+
+
+def _second(path: Path) -> object:
+    with path.open("rb") as handle:
+        assert safe_load(handle) == [1, 2]
+        return safe_load(handle)
+
+
+@pytest.mark.parametrize("name", COUNTED)
+@pytest.mark.parametrize("where", ["first", "after a real pickle"])
+def test_absurd_counts_are_refused_without_allocating(tmp_path: Path, name: str, where: str) -> None:
+    prefix = b"\x80\x04" if where == "first" else pickle.dumps(_pyskl_like(), protocol=4)[:-1]  # all but STOP
+    blob = prefix + COUNTED[name] + b"xyz."
+    for source, load in _sources(tmp_path, blob).items():
+        err = bounded(load)
+        assert isinstance(err, BadInputError), (source, err)
+        assert f"pickle opcode {name} at byte {len(prefix)} claims" in err.reason, (source, err.reason)
+        assert "bytes but only" in err.reason and "truncated or corrupt" in err.reason
+    assert str(tmp_path / "claim.pkl") in str(bounded(_sources(tmp_path, blob)["path"]))
+
+
+def test_absurd_count_would_allocate_without_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: with the pre-scan disabled, the C unpickler allocates a BINBYTES claim before reading it (so the
+    test above can fail)."""
+    monkeypatch.setattr(safe_pickle, "_check_claims", lambda handle, where: None)
+    blob = b"\x80\x04B" + struct.pack("<I", 300 * 2**20) + b"xyz."
+    with pytest.raises(AssertionError, match="MiB allocated"):
+        bounded(lambda: safe_load(io.BytesIO(blob)))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x80\x02Nr" + struct.pack("<I", 2**26) + b".",  # LONG_BINPUT: the memo would be resized to 2**27 slots
+        b"\x80\x02Np99999999\n.",  # PUT (text)
+        b"(Np0\nNp1\nNp123456789\nl.",  # PUT after two legitimate ones
+    ],
+)
+def test_absurd_memo_indices_are_refused(blob: bytes) -> None:
+    err = bounded(lambda: safe_load(io.BytesIO(blob)))
+    assert isinstance(err, BadInputError) and "stores memo entry" in err.reason, err
+
+
+def test_memo_indices_a_little_ahead_load() -> None:
+    """Python 2's pickle.py could skip a memo index; an index a few ahead of the stores is no claim."""
+    assert safe_load(io.BytesIO(b"\x80\x02Nr" + struct.pack("<I", 3) + b"0Nh\x03.")) is None
+    assert safe_load(io.BytesIO(b"(Np2\nh\x02l.")) == [None, None]
+
+
+def _big_payload() -> dict:
+    """Arrays small and large (inside frames, outside frames, larger than the 1 MiB scan window), text, longs."""
+    rng = np.random.default_rng(1)
+    return {
+        "small": [rng.normal(size=(2, 5, 25, 3)).astype(np.float32) for _ in range(20)],
+        "outside_frame": rng.normal(size=(2, 300, 25, 3)),  # 360 kB
+        "past_window": rng.integers(0, 255, size=3 * 2**20, dtype=np.uint8),
+        "text": "x" * 70_000 + "é",
+        "bytes": bytes(range(256)) * 300,
+        "long": 7**400,
+        "keys": {f"k{i}": i for i in range(300)},  # > 256 memo entries: LONG_BINPUT below protocol 4
+    }
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("chunk", [None, 16, 1000])
+def test_big_pickles_load_identically_whatever_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: int, chunk: int | None
+) -> None:
+    """Every protocol, every kind of source, and scan windows small enough that opcodes, counts and text lines
+    straddle their edges: the pre-scan passes every valid pickle and the result is unchanged."""
+    if chunk is not None:
+        monkeypatch.setattr(safe_pickle, "_CHUNK", chunk)
+    data = _big_payload()
+    blob = pickle.dumps(data, protocol=protocol)
+    for source, load in _sources(tmp_path, blob).items():
+        got = load()
+        assert list(got) == list(data), source
+        for key in ("small", "keys", "text", "bytes", "long"):
+            _assert_same(got[key], data[key])
+        np.testing.assert_array_equal(got["outside_frame"], data["outside_frame"])
+        np.testing.assert_array_equal(got["past_window"], data["past_window"])
+
+
+def _reference_overclaim(blob: bytes) -> bool | None:
+    """Independently of safe_pickle: is the first defect pickletools finds in ``blob`` a count (or a FRAME length)
+    larger than the bytes after it? ``None`` when pickletools stops at something the unpickler only judges later
+    (text it cannot decode, a malformed number), so the answer is unknown."""
+    try:
+        for op, arg, pos in pickletools.genops(blob):
+            if op.name == "FRAME" and arg > len(blob) - pos - 9:
+                return True
+    except UnicodeDecodeError:
+        return None
+    except ValueError as err:
+        structural = ("but only", "unknown", "not enough data", "no newline", "byte count < 0")
+        return "but only" in str(err) if any(word in str(err) for word in structural) else None
+    return False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    protocol=st.integers(0, pickle.HIGHEST_PROTOCOL),
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 10_000),
+            st.sampled_from([b"\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", struct.pack("<Q", 2**40), b"B", b"X"]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    chunk=st.sampled_from([None, 12, 64]),
+)
+def test_refused_counts_match_pickletools(protocol: int, edits: list, chunk: int | None) -> None:
+    """Count fields overwritten with large values anywhere: safe_load refuses exactly the pickles whose first
+    defect (per pickletools) is an over-long count, allocates little either way, and raises nothing else."""
+    blob = bytearray(pickle.dumps({"a": [np.arange(40, dtype=np.float32), "text" * 20, b"xy" * 30]}, protocol))
+    for pos, value in edits:
+        at = pos % len(blob)
+        blob[at : at + len(value)] = value
+    blob = bytes(blob)
+    saved = safe_pickle._CHUNK
+    safe_pickle._CHUNK = chunk or saved
+    try:
+        out = bounded(lambda: safe_load(io.BytesIO(blob)), limit=32 * 2**20)
+    finally:
+        safe_pickle._CHUNK = saved
+    claimed = isinstance(out, BadInputError) and "bytes but only" in out.reason
+    assert "only -" not in str(out)
+    reference = _reference_overclaim(blob)
+    if reference:
+        assert claimed or "stores memo entry" in str(out), out
+    elif reference is False:
+        assert not claimed, out

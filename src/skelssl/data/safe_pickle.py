@@ -17,10 +17,14 @@ from __future__ import annotations
 import _compat_pickle
 import codecs
 import collections
+import io
 import math
+import mmap
 import os
 import pickle
+import pickletools
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -253,12 +257,294 @@ def _plain(obj: Any, memo: dict[int, tuple[Any, Any]]) -> Any:
     return result
 
 
+# --------------------------------------------------------------------------------------- claim pre-scan
+# CPython's C unpickler trusts the counts in a pickle: BINBYTES, BINBYTES8 and BYTEARRAY8 allocate the claimed
+# size before reading a byte of it; BINUNICODE(8), BINSTRING, LONG4 and FRAME ask the file for that many bytes
+# (a buffered file allocates them first); a memo store (PUT, LONG_BINPUT) resizes the memo to twice its index and
+# zeroes it. So before unpickling, :func:`_check_claims` walks the opcodes once — skipping counted data by seeking,
+# never reading it — and refuses any count larger than what remains of the input, and any memo index larger than
+# the number of memo entries the opcodes before it could have made (plus ``_MEMO_SLACK``). Runs of opcodes with
+# fixed-size arguments (most of a pickle) are skipped by one regular-expression match each, in C. Argument
+# formats come from :mod:`pickletools`.
+
+_CHUNK = 1 << 20  # bytes read per window while scanning
+_PAD = 9  # an opcode and its longest fixed-size argument (8 bytes)
+#: How far a memo index may run ahead of the memo entries made before it. Picklers number them 0, 1, 2 …
+#: (Python 2's pickle.py may skip one); a larger index is a claim that would size the memo.
+_MEMO_SLACK = 4096
+_MEMOIZE_BYTE = b"\x94"
+
+# opcode kinds; a kind >= 0 is a fixed-size argument of that many bytes
+_LINE, _LINE2, _PUTLINE, _COUNT1, _COUNT4, _COUNT4U, _COUNT8U, _FRAME, _STOP, _MEMO1, _MEMO4, _BAD = range(-1, -13, -1)
+
+
+def _opcode_table() -> tuple[list[int], list[str]]:
+    """Per opcode byte: its kind (see above) and its name."""
+    kinds, names = [_BAD] * 256, ["?"] * 256
+    counted = {
+        pickletools.TAKEN_FROM_ARGUMENT1: _COUNT1,
+        pickletools.TAKEN_FROM_ARGUMENT4: _COUNT4,  # signed: BINSTRING, LONG4
+        pickletools.TAKEN_FROM_ARGUMENT4U: _COUNT4U,
+        pickletools.TAKEN_FROM_ARGUMENT8U: _COUNT8U,
+    }
+    special = {"STOP": _STOP, "FRAME": _FRAME, "BINPUT": _MEMO1, "LONG_BINPUT": _MEMO4, "PUT": _PUTLINE}
+    for op in pickletools.opcodes:
+        code, arg = ord(op.code), op.arg
+        names[code] = op.name
+        if op.name in special:
+            kinds[code] = special[op.name]
+        elif arg is None:
+            kinds[code] = 0  # MEMOIZE too: its memo index is the memo's size, no claim
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            kinds[code] = _LINE2 if arg.name == "stringnl_noescape_pair" else _LINE  # GLOBAL, INST: two lines
+        else:
+            kinds[code] = counted.get(arg.n, arg.n)
+    return kinds, names
+
+
+_KINDS, _NAMES = _opcode_table()
+
+
+def _run_pattern() -> re.Pattern[bytes]:
+    """Matches a run of opcodes with fixed-size arguments (none, 1, 2, 4 or 8 bytes)."""
+    groups: dict[int, list[int]] = {}
+    for code, kind in enumerate(_KINDS):
+        if kind >= 0:
+            groups.setdefault(kind, []).append(code)
+    alternatives = [
+        b"[" + b"".join(re.escape(bytes([c])) for c in codes) + b"]" + (b".{%d}" % size if size else b"")
+        for size, codes in sorted(groups.items())
+    ]
+    return re.compile(b"(?:" + b"|".join(alternatives) + b")*+", re.DOTALL)
+
+
+_RUN = _run_pattern().match
+_U4, _I4, _U8 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q")
+
+
+class _Window:
+    """A window of at most ``_CHUNK`` bytes sliding over a seekable stream, for :func:`_scan`.
+
+    ``buf`` holds the stream from ``base`` (an offset from the pickle's start, which is the stream's ``start``);
+    at the end of the stream ``_PAD`` zero bytes follow it (0x00 is no opcode), so an opcode whose argument runs
+    past the end is caught at the next one. ``limit``: the last position where an opcode and any fixed-size
+    argument lie inside ``buf``. ``memoized``: the MEMOIZE bytes (0x94) in the stream's first ``counted`` bytes.
+    """
+
+    __slots__ = ("base", "buf", "counted", "handle", "limit", "memoized", "start", "total", "where")
+
+    def __init__(self, handle: IO[bytes], start: int, total: int, where: str) -> None:
+        self.handle, self.start, self.total, self.where = handle, start, total, where
+        self.buf, self.base, self.limit, self.memoized, self.counted = b"", 0, -1, 0, 0
+
+    def refill(self, pos: int) -> None:
+        """Move the window to start at ``buf[pos]`` (``pos`` may lie past ``buf``) and fill it."""
+        base = self.base + pos
+        if base >= self.total:
+            raise _truncated(self.where)
+        rest = self.buf[pos : self.total - self.base]  # never the padding
+        self.handle.seek(self.start + base + len(rest))
+        self.buf = rest + self._read(min(_CHUNK, self.total - base - len(rest)))
+        self.base = base
+        if base + len(self.buf) >= self.total:
+            self.limit = len(self.buf)
+            self.buf += b"\0" * _PAD
+        else:
+            self.limit = len(self.buf) - _PAD
+
+    def skip(self, pos: int, size: int, op: int, header: int) -> int:
+        """Skip ``size`` counted bytes at ``buf[pos]`` (refused if fewer remain); the position after them."""
+        remain = self.total - self.base - pos
+        if size > remain:
+            if remain < 0:  # the count itself runs past the end
+                raise _truncated(self.where)
+            self.refuse(pos - header, size, remain, op)
+        if pos + size <= self.limit:
+            return pos + size
+        self.handle.seek(self.start + self.base + pos + size)  # the window is emptied, refilled from there
+        self.buf, self.base, self.limit = b"", self.base + pos + size, -1
+        return 0
+
+    def skip_line(self, pos: int) -> int:
+        """The position just after the next newline at or after ``buf[pos]``, moving the window as needed."""
+        end = self.buf.find(b"\n", pos)
+        while end < 0:
+            if self.base + len(self.buf) >= self.total:
+                raise _truncated(self.where)
+            self.refill(len(self.buf))  # no newline in the window: move past all of it
+            end = self.buf.find(b"\n")
+        return end + 1
+
+    def check_memo(self, at: int, index: int, stores: int) -> None:
+        """Refuse memo ``index`` stored by the opcode at ``buf[at]`` after ``stores`` PUT/BINPUT/LONG_BINPUTs."""
+        if index <= stores + _MEMO_SLACK:
+            return
+        made = stores + self._memoize_bytes(self.base + at)  # MEMOIZEs: at most as many as their bytes
+        if index > made + _MEMO_SLACK:
+            raise BadInputError(
+                self.where,
+                f"pickle opcode {_NAMES[self.buf[at]]} at byte {self.base + at} stores memo entry {index} when at "
+                f"most {made} came before it (the unpickler would size its memo by it); the file is corrupt",
+            )
+
+    def _memoize_bytes(self, offset: int) -> int:
+        """How many 0x94 (MEMOIZE) bytes the stream holds before ``offset``; read again only when a memo index
+        outruns the PUTs (never for a pickle that Python wrote), with the stream's position restored."""
+        here = self.handle.tell()
+        self.handle.seek(self.start + self.counted)
+        while self.counted < offset:
+            piece = self.handle.read(min(_CHUNK, offset - self.counted))
+            if not piece:
+                break
+            self.memoized += piece.count(_MEMOIZE_BYTE)
+            self.counted += len(piece)
+        self.handle.seek(here)
+        return self.memoized
+
+    def refuse(self, at: int, size: int, remain: int, op: int) -> None:
+        raise BadInputError(
+            self.where,
+            f"pickle opcode {_NAMES[op]} at byte {self.base + at} claims {size} bytes but only {remain} remain; "
+            "the file is truncated or corrupt",
+        )
+
+    def _read(self, size: int) -> bytes:
+        parts, got = [], 0
+        while got < size:
+            part = self.handle.read(size - got)
+            if not part:  # the stream ended before the size it had when the scan began
+                raise _truncated(self.where)
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+
+def _truncated(where: str) -> BadInputError:
+    return BadInputError(where, "pickle is truncated (ends before its STOP opcode); re-copy the file")
+
+
+def _check_claims(handle: IO[bytes], where: str) -> None:
+    """Refuse (:class:`BadInputError`) a pickle any of whose counts claims more than ``handle`` still holds.
+
+    ``handle`` must be seekable; it is left where it was. Counted data (strings, bytes, longs) is skipped by
+    seeking, so the scan reads opcodes and short arguments only, at most ``_CHUNK`` bytes at a time, and stops
+    at the first STOP, as the unpickler does.
+    """
+    start = handle.tell()
+    total = handle.seek(0, os.SEEK_END) - start
+    handle.seek(start)
+    win = _Window(handle, start, total, where)
+    mapped = _map(handle) if total > 0 else None
+    if mapped is not None:  # a file on disk: scan it in place, the whole of it one window (no copy)
+        win.buf, win.base, win.limit = mapped, -start, min(len(mapped), start + total) - _PAD
+    try:
+        _scan(win, start if mapped is not None else 0)
+    finally:
+        win.buf = b""
+        if mapped is not None:
+            mapped.close()
+        handle.seek(start)
+
+
+def _map(handle: IO[bytes]) -> mmap.mmap | None:
+    """A read-only map of the file behind ``handle`` when it is a plain file object, else ``None``."""
+    if type(handle) not in (io.BufferedReader, io.FileIO):  # e.g. a GzipFile's fileno() is the compressed file's
+        return None
+    try:
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def _scan(win: _Window, pos: int) -> None:
+    """Walk the opcodes of ``win``'s pickle from ``buf[pos]`` to its STOP, checking every count and memo index."""
+    kinds, where, run = _KINDS, win.where, _RUN
+    buf, limit, stores = win.buf, win.limit, 0  # stores: PUT, BINPUT and LONG_BINPUT so far
+    while True:
+        if pos > limit:
+            win.refill(pos)
+            buf, pos, limit = win.buf, 0, win.limit
+        pos = run(buf, pos).end()  # opcodes with fixed-size arguments
+        if pos > limit:  # the window ends inside the next opcode's argument
+            continue
+        op = buf[pos]
+        kind = kinds[op]
+        pos += 1
+        if kind == _COUNT1:
+            size = buf[pos]
+            pos += 1
+            if pos + size <= limit:
+                pos += size
+            else:
+                pos = win.skip(pos, size, op, 2)
+                buf, limit = win.buf, win.limit
+        elif kind == _MEMO4:
+            index = _U4.unpack_from(buf, pos)[0]
+            if index > stores + _MEMO_SLACK:
+                win.check_memo(pos - 1, index, stores)
+            pos += 4
+            stores += 1
+        elif kind == _COUNT4U:
+            pos = win.skip(pos + 4, _U4.unpack_from(buf, pos)[0], op, 5)
+            buf, limit = win.buf, win.limit
+        elif kind == _COUNT8U:
+            pos = win.skip(pos + 8, _U8.unpack_from(buf, pos)[0], op, 9)
+            buf, limit = win.buf, win.limit
+        elif kind == _MEMO1:  # BINPUT: an index < 256 is no claim
+            pos += 1
+            stores += 1
+        elif kind == _FRAME:  # the frame's opcodes follow: only its length is checked
+            size, pos = _U8.unpack_from(buf, pos)[0], pos + 8
+            if size > win.total - win.base - pos:
+                if win.total - win.base - pos < 0:
+                    raise _truncated(where)
+                win.refuse(pos - 9, size, win.total - win.base - pos, op)
+        elif kind == _COUNT4:
+            size = _I4.unpack_from(buf, pos)[0]
+            if size < 0:
+                raise BadInputError(
+                    where, f"pickle opcode {_NAMES[op]} at byte {win.base + pos - 1} has a negative count {size}"
+                )
+            pos = win.skip(pos + 4, size, op, 5)
+            buf, limit = win.buf, win.limit
+        elif kind == _STOP:
+            return
+        elif kind == _LINE or kind == _LINE2:
+            pos = win.skip_line(pos)
+            if kind == _LINE2:
+                pos = win.skip_line(pos)
+            buf, limit = win.buf, win.limit
+        elif kind == _PUTLINE:
+            end = buf.find(b"\n", pos, pos + 32)
+            if end < 0:  # the line may cross the window's end
+                win.refill(pos - 1)
+                buf, pos, limit = win.buf, 1, win.limit
+                end = buf.find(b"\n", pos, pos + 32)
+                if end < 0:
+                    raise BadInputError(where, f"pickle opcode PUT at byte {win.base} has no short memo index")
+            try:
+                index = int(buf[pos:end])
+            except ValueError:
+                index = 0  # not a number: the unpickler refuses it with its own message
+            win.check_memo(pos - 1, index, stores)
+            stores += 1
+            pos = end + 1
+        elif win.base + pos - 1 >= win.total:
+            raise _truncated(where)
+        else:
+            raise BadInputError(where, f"not a valid pickle: unknown opcode 0x{op:02x} at byte {win.base + pos - 1}")
+
+
 def safe_load(source: str | os.PathLike[str] | IO[bytes], *, allow_trailing: bool = False) -> Any:
     """Unpickle ``source`` (a path or a binary file object), admitting only numpy arrays and plain data.
 
     Raises :class:`BadInputError` (naming the file) for a refused global, a truncated or corrupt pickle,
-    or inconsistent numpy data. When ``source`` is a path, bytes after the pickle's end are refused unless
-    ``allow_trailing``.
+    inconsistent numpy data, or a count (of bytes, characters, a frame's length, a memo index) larger than the
+    input could hold — checked by a scan of the opcodes before anything is unpickled, so no allocation is
+    sized by a claim. When ``source`` is a path, bytes after the pickle's end are refused unless
+    ``allow_trailing``. A file object is read from its current position; one that cannot seek (a pipe) is
+    first read whole into memory (its actual bytes, however many that is) and checked there; a seekable one is
+    left just after the pickle.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -269,13 +555,36 @@ def safe_load(source: str | os.PathLike[str] | IO[bytes], *, allow_trailing: boo
         with handle:
             if path.stat().st_size == 0:
                 raise BadInputError(path, "file is empty; re-copy it")
+            _check_claims(handle, str(path))
             obj = _load(handle, str(path))
             if not allow_trailing and handle.read(1):
                 raise BadInputError(
                     path, "extra bytes after the end of the pickle; the file is corrupt or not one pickle"
                 )
         return obj
-    return _load(source, str(getattr(source, "name", "<pickle stream>")))
+    where = str(getattr(source, "name", "<pickle stream>"))
+    try:
+        seekable = bool(source.seekable())
+    except (AttributeError, OSError, ValueError):
+        seekable = False
+    if not seekable:
+        source = io.BytesIO(_read_all(source, where))
+    try:
+        _check_claims(source, where)
+    except OSError as err:
+        raise BadInputError(where, f"cannot read: {err}") from err
+    return _load(source, where)
+
+
+def _read_all(stream: IO[bytes], where: str) -> bytes:
+    """Everything ``stream`` still holds, read in bounded pieces (never a size the data claims)."""
+    parts = []
+    try:
+        while part := stream.read(_CHUNK):
+            parts.append(part)
+    except (OSError, ValueError) as err:
+        raise BadInputError(where, f"cannot read: {err}") from err
+    return b"".join(parts)
 
 
 def _load(handle: IO[bytes], where: str) -> Any:

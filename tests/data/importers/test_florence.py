@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import struct
+import zlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
+import scipy.sparse
+from hypothesis import given, settings
 
 from skelssl.data.importers import get_importer_class
 from skelssl.data.importers.base import TaskResult
-from skelssl.data.importers.florence import FLORENCE_CLASSES, Florence3DImporter
+from skelssl.data.importers.florence import FLORENCE_CLASSES, Florence3DImporter, load_mat
+from skelssl.data.importers.matv5 import check_mat_v5
 from skelssl.errors import BadInputError
 from skelssl.skeleton.layouts import get_layout
+from tests.data.importers.fuzzing import BINARY_EDITS, CUTS, FUZZ, bounded, check_outcome, mutate
 
 DATA = "skeletal_data.mat"
 
@@ -241,3 +248,173 @@ def test_prepare_store_end_to_end(florence: Path, tmp_path: Path, raw: np.ndarra
     assert set(store.field("subjects")[test].tolist()) == {1, 2, 7, 8, 9}
     coords = raw[214]["original_skeletal_data"][0, 0]
     np.testing.assert_allclose(store[214].keypoints[:, 0, :, 1], coords[2].T, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------- fuzzing (hypothesis)
+# The importer reads only the .mat packaging (there is no Florence text format to decode).
+@pytest.fixture(scope="module")
+def fuzz_mats(tmp_path_factory: pytest.TempPathFactory, florence: Path, raw: np.ndarray) -> tuple[Path, bytes, bytes]:
+    """(folder, the real compressed skeletal_data.mat bytes, an uncompressed 6-record copy whose tags are visible)."""
+    folder = tmp_path_factory.mktemp("florence_fuzz")
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"skeletal_data": raw[:6].reshape(6, 1)}, do_compression=False)
+    return folder, (florence / DATA).read_bytes(), buffer.getvalue()
+
+
+def _run_bytes(folder: Path, data: bytes) -> TaskResult:
+    path = folder / DATA
+    path.write_bytes(data)
+    result = Florence3DImporter(folder).run(str(path))
+    check_outcome(result, [path], joints=15, persons=1)
+    return result
+
+
+@FUZZ
+@given(edits=BINARY_EDITS, cut=CUTS)
+def test_mutated_uncompressed_mat_is_rejected_not_raised(fuzz_mats, edits, cut) -> None:
+    folder, _, small = fuzz_mats
+    result = _run_bytes(folder, mutate(small, edits, cut))
+    assert len(result.sequences) <= 6 and len(result.sequences) + len(result.rejected) >= 1
+
+
+@settings(parent=FUZZ, max_examples=15)
+@given(edits=BINARY_EDITS, cut=CUTS)
+def test_mutated_real_mat_is_rejected_not_raised(fuzz_mats, edits, cut) -> None:
+    folder, real, _ = fuzz_mats
+    result = _run_bytes(folder, mutate(real, edits, cut))
+    assert len(result.sequences) <= 215 and len(result.sequences) + len(result.rejected) >= 1
+
+
+def test_absurd_claims_in_mat_are_rejected_without_allocating(fuzz_mats, raw: np.ndarray) -> None:
+    """Array dimensions and element byte counts claiming gigabytes: refused at once, nothing allocated from them."""
+    folder, _, small = fuzz_mats
+    frames = raw[0]["original_skeletal_data"][0, 0].shape[2]
+    dims = struct.pack("<II", 5, 12) + struct.pack("<iii", 3, 15, frames)  # miINT32 dims tag of record 1's coords
+    at = small.index(dims)
+    data_tag = at + len(dims) + 4  # (dims padded to 8 bytes) then the data element's tag: type, byte count
+    cases = {
+        "frames 2**31-1": small[: at + 16] + struct.pack("<i", 2**31 - 1) + small[at + 20 :],
+        "joints 10**9": small[: at + 12] + struct.pack("<i", 10**9) + small[at + 16 :],
+        "data bytes 2**31-8": small[: data_tag + 4] + struct.pack("<I", 2**31 - 8) + small[data_tag + 8 :],
+        "data bytes 2**32-8": small[: data_tag + 4] + struct.pack("<I", 2**32 - 8) + small[data_tag + 8 :],
+    }
+    for name, data in cases.items():
+        result = bounded(_run_bytes, folder, data)
+        assert result.rejected, name
+        assert not any(s.name.startswith("v001") for s in result.sequences), name
+    # a negative frame count: scipy reads the element's own byte count, so the data (3, 15, T) comes back intact
+    negative = small[: at + 16] + struct.pack("<i", -5) + small[at + 20 :]
+    first = _run_bytes(folder, negative).sequences[0]
+    assert first.name.startswith("v001") and first.keypoints.shape == (frames, 1, 15, 3)
+
+
+# --------------------------------------------------------------------------------------- v5 structure check
+def _mat(variables: dict, compress: bool) -> bytes:
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables, do_compression=compress)
+    return buffer.getvalue()
+
+
+def _recompress(data: bytes, edit) -> bytes:
+    """``data`` (one compressed variable) with ``edit`` applied to the variable's inflated bytes."""
+    mdtype, size = struct.unpack("<II", data[128:136])
+    assert mdtype == 15
+    inner = edit(zlib.decompress(data[136 : 136 + size]))
+    packed = zlib.compress(inner)
+    return data[:128] + struct.pack("<II", 15, len(packed)) + packed + data[136 + size :]
+
+
+def test_real_and_saved_files_pass_the_check(florence: Path) -> None:
+    for path in sorted(florence.glob("*.mat")):
+        check_mat_v5(path, path.read_bytes())
+    every_class = {
+        "num": np.arange(12.0).reshape(3, 4), "cplx": np.arange(3) + 1j, "text": "hi", "chars": np.array(["ab", "cd"]),
+        "cell": np.array([[np.arange(3), "x"]], dtype=object), "st": {"a": 1, "b": np.zeros((2, 2))},
+        "structs": np.array([{"x": 1}, {"x": 2}]), "empty": np.zeros((0, 3)), "i8": np.arange(5, dtype=np.int8),
+        "u64": np.arange(5, dtype=np.uint64), "logical": np.array([True, False]), "blank": "",
+        "sparse": scipy.sparse.csc_matrix(np.eye(4)), "sparse_c": scipy.sparse.csc_matrix(np.eye(4) * 1j),
+    }  # fmt: skip
+    for compress in (False, True):
+        check_mat_v5("x.mat", _mat(every_class, compress))
+
+
+def _struct_dims(small: bytes, rows: int) -> bytes:
+    """An uncompressed file with its (6, 1) array's dimensions claiming (rows, 1)."""
+    dims = struct.pack("<IIii", 5, 8, 6, 1)
+    at = small.index(dims)
+    return small[:at] + struct.pack("<IIii", 5, 8, rows, 1) + small[at + 16 :]
+
+
+def test_absurd_claims_in_compressed_and_structured_mats(fuzz_mats, raw: np.ndarray) -> None:
+    """Claims scipy would allocate before reading: inside a compressed variable, struct and cell dimensions, empty
+    char data with huge dimensions. Each refused by the v5 walk, under the allocation bound, naming the file."""
+    folder, _, small = fuzz_mats
+    packed = _mat({"skeletal_data": raw[:6].reshape(6, 1)}, True)
+    frames = raw[0]["original_skeletal_data"][0, 0].shape[2]
+    coords = struct.pack("<iii", 3, 15, frames)
+
+    def data_bytes(inner: bytes) -> bytes:  # record 1's coordinate data element claims 2**31 - 8 bytes
+        tag = inner.index(coords) + len(coords) + 4
+        return inner[: tag + 4] + struct.pack("<I", 2**31 - 8) + inner[tag + 8 :]
+
+    cells = _mat({"c": np.array([[np.arange(3.0), np.arange(2.0)]], dtype=object)}, False)
+    cell_dims = struct.pack("<IIii", 5, 8, 1, 2)
+    char = _mat({"t": np.zeros((0, 0), dtype="U1")}, False)
+    char_dims = struct.pack("<IIii", 5, 8, 0, 0)
+    table = np.zeros((6, 1), dtype=[(field, object) for field in "abcde"])
+    for field in "abcde":
+        for i in range(6):
+            table[field][i, 0] = np.arange(3.0)
+    structs = _mat({"s": table}, False)
+    cases = {
+        "compressed data bytes": (_recompress(packed, data_bytes), "claims 2147483640 bytes"),
+        "compressed variable": (packed[:132] + struct.pack("<I", 2**31) + packed[136:], "claims 2147483648 bytes"),
+        "cell rows 10**9": (_struct_dims(small, 10**9), "cell array at byte 136 claims 1000000000 elements"),
+        "cell rows -(2**31)": (_struct_dims(small, -(2**31)), "claims 2147483648 elements"),
+        "struct 10**9 x 5": (_struct_dims(structs, 10**9), "claims 1000000000 elements (x 5 fields)"),
+        "cell 10**8 x 10": (cells.replace(cell_dims, struct.pack("<IIii", 5, 8, 10**8, 10)), "claims 1000000000"),
+        "blank chars": (char.replace(char_dims, struct.pack("<IIii", 5, 8, 2**30, 4)), "holds none"),
+    }
+    for name, (data, words) in cases.items():
+        result = bounded(_run_bytes, folder, data)
+        assert not result.sequences and words in _one(result).reason, (name, result.rejected)
+        assert _one(result).path == str(folder / DATA)
+
+
+def test_unknown_data_type_is_refused_before_scipy() -> None:
+    """scipy 1.x dereferences a null dtype for numeric data of an unknown element type (the process dies): the
+    walk refuses it first."""
+    data = _mat({"a": np.arange(3.0)}, False)
+    at = data.index(struct.pack("<II", 9, 24))  # miDOUBLE, 24 bytes
+    for mdtype in (8, 10, 11, 14, 200):
+        bad = data[:at] + struct.pack("<I", mdtype) + data[at + 4 :]
+        with pytest.raises(BadInputError, match=f"data type {mdtype}"):
+            check_mat_v5("a.mat", bad)
+        with pytest.raises(BadInputError, match="not a readable MATLAB"):
+            load_mat("a.mat", bad)
+
+
+def test_deep_nesting_and_v73_are_refused() -> None:
+    nested: object = np.arange(2.0)
+    for _ in range(70):
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = nested
+        nested = cell
+    data = _mat({"n": nested}, False)
+    with pytest.raises(BadInputError, match="nest more than 64 deep"):
+        load_mat("n.mat", data)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: HDF5 schema 1.00 .".ljust(116) + bytes(8)
+    hdf5 = header + b"\x00\x02IM" + b"\x89HDF\r\n\x1a\n" + bytes(64)
+    with pytest.raises(BadInputError, match=r"v7\.3 \(HDF5\).*'-v7'"):
+        load_mat("h.mat", hdf5)
+
+
+def test_v4_claims_stay_bounded(fuzz_mats) -> None:
+    """MATLAB v4 files bypass the v5 walk: scipy's v4 reader, given bytes, reads at most what is there."""
+    folder, _, _ = fuzz_mats
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"skeletal_data": np.arange(6.0)}, format="4")
+    data = buffer.getvalue()
+    claimed = data[:4] + struct.pack("<ii", 10**9, 100) + data[12:]  # mrows, ncols
+    result = bounded(_run_bytes, folder, claimed)
+    assert not result.sequences and "not a readable MATLAB" in _one(result).reason

@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skelssl.data.importers import get_importer_class
-from skelssl.data.importers.base import TaskResult
+from skelssl.data.importers.base import MAX_BODIES, TaskResult
 from skelssl.data.importers.generic import GenericImporter
 from skelssl.errors import BadInputError, ConfigError
+from skelssl.skeleton.layouts import get_layout
+from tests.data.importers.fuzzing import BINARY_EDITS, CUTS, DEADLINE, bounded, check_outcome, mutate
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +231,28 @@ def test_importer_pickles_small_and_prepares_with_workers(real: dict, tmp_path: 
     assert list(store.names) == list(real["names"])
     assert len(store.split_indices("default", "test")) == int((real["split"] == "test").sum())
     np.testing.assert_array_equal(store[7].keypoints, _import(GenericImporter(path)).sequences[7].keypoints)
+
+
+def test_absurd_label_is_refused_without_allocating(real: dict, tmp_path: Path) -> None:
+    """A label of 10**12 used to make the importer synthesise 10**12 class names (memory exhausted)."""
+    labels = real["labels"].copy()
+    labels[3] = 10**12
+    reason = bounded(lambda: _bad(real, tmp_path, labels=labels, class_names=None))
+    assert "labels[3] = 1000000000000 is not a plausible class index" in reason
+
+
+@settings(max_examples=30, deadline=DEADLINE, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(compressed=st.booleans(), edits=BINARY_EDITS, cut=CUTS)
+def test_header_and_count_mutations_only_raise_bad_input(real: dict, tmp_path: Path, compressed, edits, cut) -> None:
+    """Claims in the zip and .npy headers (sizes, shapes, dtypes), not only random flips: BadInputError or data."""
+    path = _write(tmp_path / "m.npz", real, compressed=compressed)
+    path.write_bytes(mutate(path.read_bytes(), edits, cut))
+    importer = GenericImporter(path)
+    try:
+        tasks = importer.tasks()
+        layout = importer.layout
+    except BadInputError as err:
+        assert err.path == str(path)
+        return
+    for task in tasks:
+        check_outcome(importer.run(task), [path], joints=get_layout(layout).num_joints, persons=MAX_BODIES)

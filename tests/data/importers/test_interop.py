@@ -8,11 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from skelssl.data.importers import get_importer_class
-from skelssl.data.importers.base import Importer, TaskResult
+from skelssl.data.importers.base import MAX_CLASSES, Importer, Rejected, TaskResult
 from skelssl.data.importers.interop import AimCLRImporter, CTRGCNImporter, PySKLImporter
 from skelssl.errors import BadInputError, ConfigError
+from skelssl.skeleton.layouts import get_layout
+from tests.data.importers.fuzzing import (
+    ALLOCATION_LIMIT,
+    BINARY_EDITS,
+    CUTS,
+    FUZZ,
+    Files,
+    bounded,
+    check_outcome,
+    mutate,
+)
+from tests.data.test_safe_pickle import _Raw
+
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 
 XSUB_TRAIN = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
 
@@ -462,3 +478,188 @@ def test_ctrgcn_rejects_bad_samples_and_files(ntu: dict, tmp_path: Path) -> None
     (tmp_path / "cut.npz").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(BadInputError):
         CTRGCNImporter(tmp_path / "cut.npz").tasks()
+
+
+# ---------------------------------------------------------------------------------------------------- fuzzing
+
+
+def _import_or_refuse(importer: Importer, paths: list[Path]) -> TaskResult:
+    """Everything ``prepare_store`` asks of an importer; a ``BadInputError`` must name one of ``paths``."""
+    allowed = {str(p) for p in paths}
+    try:
+        tasks = importer.tasks()
+        layout, persons = importer.layout, importer.num_persons
+        importer.class_names(), importer.splits(), importer.describe()
+    except BadInputError as err:
+        assert err.path in allowed and err.reason, err
+        return TaskResult(rejected=[Rejected.from_error(err)])
+    assert len(importer.class_names()) <= MAX_CLASSES
+    out = TaskResult()
+    for task in tasks:
+        result = importer.run(task)
+        check_outcome(result, allowed, joints=get_layout(layout).num_joints, persons=persons)
+        out.sequences += result.sequences
+        out.rejected += result.rejected
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("interop_fuzz")
+
+
+@pytest.fixture(scope="module")
+def pyskl_blobs(ntu: dict) -> dict[int, bytes]:
+    return Files({protocol: pickle.dumps(_pyskl(ntu), protocol=protocol) for protocol in (2, 4, 5)})
+
+
+@FUZZ
+@given(protocol=st.sampled_from([2, 4, 5]), edits=BINARY_EDITS, cut=CUTS)
+def test_mutated_pyskl_pickle_is_refused_not_raised(fuzz_dir: Path, pyskl_blobs, protocol, edits, cut) -> None:
+    path = fuzz_dir / "pyskl.pkl"
+    path.write_bytes(mutate(pyskl_blobs[protocol], edits, cut))
+    result = _import_or_refuse(PySKLImporter(path), [path])
+    assert len(result.sequences) <= 5
+
+
+#: Ways to damage one PySKL annotation (the first one stays intact: it sets the layout and channels).
+_DAMAGES = {
+    "label huge": lambda a: a.update(label=10**12),
+    "label negative": lambda a: a.update(label=-3),
+    "label float": lambda a: a.update(label=1.0),
+    "label str": lambda a: a.update(label="1"),
+    "label bool": lambda a: a.update(label=True),
+    "no frame_dir": lambda a: a.pop("frame_dir"),
+    "frame_dir int": lambda a: a.update(frame_dir=7),
+    "total_frames huge": lambda a: a.update(total_frames=10**15),
+    "total_frames negative": lambda a: a.update(total_frames=-1),
+    "nan": lambda a: a["keypoint"].__setitem__((0, 1, 2, 0), np.nan),
+    "inf": lambda a: a["keypoint"].__setitem__((0, -1, 24, 2), -np.inf),
+    "beyond float32": lambda a: a.update(keypoint=a["keypoint"].astype(np.float64) * 1e300),
+    "24 joints": lambda a: a.update(keypoint=a["keypoint"][:, :, :24]),
+    "26 joints": lambda a: a.update(keypoint=np.concatenate([a["keypoint"], a["keypoint"][:, :, :1]], axis=2)),
+    "no person": lambda a: a.update(keypoint=a["keypoint"][:0]),
+    "no frame": lambda a: a.update(keypoint=a["keypoint"][:, :0]),
+    "3-D keypoint": lambda a: a.update(keypoint=a["keypoint"][0]),
+    "str keypoint": lambda a: a.update(keypoint=a["keypoint"].astype(str)),
+    "list keypoint": lambda a: a.update(keypoint=a["keypoint"].tolist()),
+    "all zero": lambda a: a.update(keypoint=np.zeros_like(a["keypoint"])),
+    "not a dict": lambda a: a.clear(),
+}
+
+
+@FUZZ
+@given(damages=st.lists(st.sampled_from(sorted(_DAMAGES)), min_size=4, max_size=4))
+def test_damaged_pyskl_annotations_are_rejected_one_by_one(fuzz_dir: Path, ntu: dict, damages: list[str]) -> None:
+    data = _pyskl(ntu)
+    for ann, damage in zip(data["annotations"][1:], damages, strict=True):
+        ann["keypoint"] = ann["keypoint"].copy()
+        ann["total_frames"] = ann["keypoint"].shape[1]
+        _DAMAGES[damage](ann)
+    path = _dump(fuzz_dir / "damaged.pkl", data)
+    result = _import_or_refuse(PySKLImporter(path), [path])
+    assert [s.name for s in result.sequences] == [data["annotations"][0]["frame_dir"]]
+    assert len(result.rejected) == 4
+    for bad, damage in zip(result.rejected, damages, strict=True):
+        assert f"annotation {1 + result.rejected.index(bad)}" in bad.reason, (damage, bad)
+
+
+@pytest.fixture(scope="module")
+def aimclr_files(ntu: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    folder = _aimclr(ntu, tmp_path_factory.mktemp("aimclr_src") / "xsub")
+    return Files({p.name: p.read_bytes() for p in folder.iterdir()})
+
+
+@FUZZ
+@given(
+    target=st.sampled_from(["train_data_joint.npy", "val_data_joint.npy", "train_label.pkl", "val_label.pkl"]),
+    edits=BINARY_EDITS,
+    cut=CUTS,
+)
+def test_mutated_aimclr_files_are_refused_not_raised(fuzz_dir: Path, aimclr_files, target, edits, cut) -> None:
+    folder = fuzz_dir / "aimclr"
+    folder.mkdir(exist_ok=True)
+    for name, data in aimclr_files.items():
+        (folder / name).write_bytes(mutate(data, edits, cut) if name == target else data)
+    result = _import_or_refuse(AimCLRImporter(folder, chunk="2"), [folder, *(folder / n for n in aimclr_files)])
+    assert len(result.sequences) <= 5
+
+
+@pytest.fixture(scope="module")
+def ctrgcn_blobs(ntu: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, bytes]:
+    folder = tmp_path_factory.mktemp("ctrgcn_src")
+    return Files(
+        {c: _ctrgcn(ntu, folder / f"{c}.npz", one_hot=not c, compressed=c).read_bytes() for c in (False, True)}
+    )
+
+
+@FUZZ
+@given(compressed=st.booleans(), edits=BINARY_EDITS, cut=CUTS)
+def test_mutated_ctrgcn_npz_is_refused_not_raised(fuzz_dir: Path, ctrgcn_blobs, compressed, edits, cut) -> None:
+    path = fuzz_dir / "ctrgcn.npz"
+    path.write_bytes(mutate(ctrgcn_blobs[compressed], edits, cut))
+    result = _import_or_refuse(CTRGCNImporter(path, chunk="2"), [path])
+    assert len(result.sequences) <= 5
+
+
+def _fast(call, *, limit: int = ALLOCATION_LIMIT) -> TaskResult | BadInputError:
+    """``call()``'s result or the ``BadInputError`` it raised, asserting it allocated little (:func:`bounded`)."""
+    return bounded(call, limit=limit)
+
+
+def test_absurd_claims_are_refused_without_allocating(ntu: dict, tmp_path: Path) -> None:
+    """Labels, counts and shapes claiming billions: refused at once, nothing allocated from the claim."""
+    data = _pyskl(ntu)
+    data["annotations"][1]["label"] = 10**12  # used to make the importer synthesise 10**12 class names
+    data["annotations"][2]["total_frames"] = 10**15
+    # an array whose pickled state claims a (10**9, 300, 25, 3) shape for 12 bytes of data
+    kept = data["annotations"][3]["keypoint"]
+    state = (1, (10**9, 300, 25, 3), np.dtype("f4"), False, b"\0" * 12)
+    data["annotations"][3]["keypoint"] = _Raw(_RECONSTRUCT, (np.ndarray, (0,), b"b"), state)
+    err = _fast(lambda: PySKLImporter(_dump(tmp_path / "claim.pkl", data)).tasks())
+    assert isinstance(err, BadInputError) and "data is 12 bytes" in err.reason, err
+    data["annotations"][3]["keypoint"] = kept
+    path = _dump(tmp_path / "labels.pkl", data)
+    result = _fast(lambda: _import_or_refuse(PySKLImporter(path), [path]))
+    assert len(result.sequences) == 3 and len(PySKLImporter(path).class_names()) <= 58
+    assert [r.reason.split(": ", 1)[1][:22] for r in result.rejected] == [
+        "label 1000000000000 is",
+        "total_frames 100000000",
+    ]
+    for claim in (
+        b"B\xff\xff\xff\xff",
+        b"\x8e" + (2**40).to_bytes(8, "little"),
+        b"\x8d" + (2**62).to_bytes(8, "little"),
+    ):
+        (tmp_path / "bytes.pkl").write_bytes(b"\x80\x04" + claim + b"xyz.")  # BINBYTES / BINBYTES8 / BINUNICODE8
+        # refused by safe_load's opcode pre-scan before CPython's unpickler could reserve the claimed size
+        err = _fast(lambda: PySKLImporter(tmp_path / "bytes.pkl").tasks())
+        assert isinstance(err, BadInputError) and err.path == str(tmp_path / "bytes.pkl"), err
+        assert "bytes but only 4 remain" in err.reason, err
+
+    folder = _aimclr(ntu, tmp_path / "aimclr")
+    names, labels = pickle.loads((folder / "train_label.pkl").read_bytes())
+    _dump(folder / "train_label.pkl", (names, [10**12, *labels[1:]]))
+    result = _fast(lambda: _import_or_refuse(AimCLRImporter(folder), [folder / "train_data_joint.npy"]))
+    assert len(result.sequences) == 4 and "label is not a class index" in result.rejected[0].reason
+    blob = (folder / "val_data_joint.npy").read_bytes()
+    header = blob[: blob.index(b"\n") + 1]
+    for shape in ("(1000000000000, 3, 300, 25, 2)", "(2, 3, 1000000000, 25, 2)", "(2, 3, 300, 25, 1000000)"):
+        claimed = header.replace(b"(2, 3, 300, 25, 2)", shape.encode())
+        claimed = claimed.replace(b" " * (len(claimed) - len(header)) + b"\n", b"\n")  # same header length
+        assert len(claimed) == len(header)
+        (folder / "val_data_joint.npy").write_bytes(claimed + blob[len(header) :])
+        err = _fast(lambda: AimCLRImporter(folder).tasks())
+        assert isinstance(err, BadInputError) and err.path == str(folder / "val_data_joint.npy"), shape
+        assert "greater than file size" in err.reason or "is not (N >= 1" in err.reason, err
+
+    path = _ctrgcn(ntu, tmp_path / "ints.npz", one_hot=False)
+    members = dict(np.load(path))
+    members["y_train"][0] = 10**12
+    members["y_test"][1] = -5
+    np.savez(path, **members)
+    result = _fast(lambda: _import_or_refuse(CTRGCNImporter(path), [path]))
+    assert [r.reason for r in result.rejected] == [
+        "train_000000: y_train[0] is not a valid class label",
+        "test_000001: y_test[1] is not a valid class label",
+    ]

@@ -16,6 +16,7 @@ from skelssl.data.importers import get_importer_class
 from skelssl.data.importers.base import Importer, TaskResult
 from skelssl.data.importers.nwucla import ACTION_IDS, CLASS_NAMES, NWUCLAImporter
 from skelssl.errors import BadInputError
+from tests.data.importers.fuzzing import WRONG_ENCODINGS, utf8_bom
 
 FIRST = "a01_s01_e00_v01"
 SHORT = ("a02_s09_e04_v02", "a02_s09_e04_v03")  # the single-frame files
@@ -216,3 +217,18 @@ def test_prepare_store_end_to_end(ucla: Path, tmp_path: Path) -> None:
     i = int(np.flatnonzero(store.names == FIRST)[0])
     assert store[i].fields == {"subjects": 1, "views": 1, "takes": 0}
     np.testing.assert_array_equal(store[i].keypoints[0, 0, 0], np.float32([-0.619699, 0.328046, 3.18186]))
+
+
+@pytest.mark.parametrize("encoding", sorted(WRONG_ENCODINGS))
+def test_wrong_text_encoding_is_rejected(ucla: Path, tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / f"{FIRST}.json"
+    path.write_bytes(WRONG_ENCODINGS[encoding]((ucla / f"{FIRST}.json").read_bytes()))
+    assert "UTF-8" in _rejected(path)
+
+
+def test_utf8_byte_order_mark_is_accepted(ucla: Path, tmp_path: Path) -> None:
+    path = tmp_path / f"{FIRST}.json"
+    path.write_bytes(utf8_bom((ucla / f"{FIRST}.json").read_bytes()))
+    marked = _run_one(path).sequences[0]
+    plain = _run_one(ucla / f"{FIRST}.json").sequences[0]
+    np.testing.assert_array_equal(marked.keypoints, plain.keypoints)

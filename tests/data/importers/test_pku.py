@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 from skelssl.data.importers import get_importer_class
 from skelssl.data.importers.base import TaskResult
 from skelssl.data.importers.pku import PKU_CLASSES, PKUMMDv1Importer, PKUMMDv2Importer, parse_label_rows
 from skelssl.errors import BadInputError
+from tests.data.importers.fuzzing import CUTS, EDITS, FUZZ, WRONG_ENCODINGS, bounded, check_outcome, mutate, utf8_bom
 
 NTU = "ntu60-samples/skeletons"
 
@@ -431,3 +433,77 @@ def test_prepare_store_end_to_end(v1_release, tmp_path: Path, ntu) -> None:
     np.testing.assert_allclose(handshake.keypoints, ntu["A058"], atol=1e-6)
     solo = store[int(test[0])].keypoints
     assert solo.shape[1] == 2 and not solo[:, 1].any()  # the store pads the absent second person with zeros
+
+
+# --------------------------------------------------------------------------------------- fuzzing (hypothesis)
+@pytest.fixture(scope="module")
+def fuzz_release(tmp_path_factory: pytest.TempPathFactory, ntu) -> tuple[Path, bytes, bytes]:
+    """A Phase I release whose 0291-L files the fuzz tests overwrite; returns (root, skeleton bytes, label bytes)."""
+    root = tmp_path_factory.mktemp("pku_fuzz") / "PKUMMD"
+    build_release(root, v1_recordings(ntu))
+    return root, _skeleton(root).read_bytes(), _label(root).read_bytes()
+
+
+def _run_video(root: Path, skeleton: bytes, label: bytes, video: str = "0291-L") -> TaskResult:
+    _skeleton(root, video).write_bytes(skeleton)
+    _label(root, video).write_bytes(label)
+    importer = PKUMMDv1Importer(root)
+    result = importer.run(_task(importer, video))
+    check_outcome(result, [_skeleton(root, video), _label(root, video)], joints=25, persons=2)
+    return result
+
+
+@FUZZ
+@given(edits=EDITS, cut=CUTS)
+def test_mutated_skeleton_file_is_rejected_not_raised(fuzz_release, edits, cut) -> None:
+    root, skeleton, label = fuzz_release
+    result = _run_video(root, mutate(skeleton, edits, cut), label)
+    assert len(result.sequences) + len(result.rejected) >= 1
+
+
+@FUZZ
+@given(edits=EDITS, cut=CUTS)
+def test_mutated_label_file_is_rejected_not_raised(fuzz_release, edits, cut) -> None:
+    root, skeleton, label = fuzz_release
+    data = mutate(label, edits, cut)
+    result = _run_video(root, skeleton, data)
+    assert len(result.sequences) <= 3 + data.count(b"\n")
+
+
+@pytest.mark.parametrize("which", ["skeleton", "label"])
+@pytest.mark.parametrize("encoding", sorted(WRONG_ENCODINGS))
+def test_wrong_text_encoding_is_rejected(fuzz_release, which: str, encoding: str) -> None:
+    root, skeleton, label = fuzz_release
+    files = {"skeleton": skeleton, "label": label}
+    files[which] = WRONG_ENCODINGS[encoding](files[which])
+    result = _run_video(root, files["skeleton"], files["label"])
+    bad = _one(result)
+    assert not result.sequences and bad.path == str((_skeleton if which == "skeleton" else _label)(root))
+    assert "UTF-8" in bad.reason, bad
+
+
+def test_utf8_byte_order_mark_is_accepted(fuzz_release) -> None:
+    root, skeleton, label = fuzz_release
+    plain = _run_video(root, skeleton, label)
+    marked = _run_video(root, utf8_bom(skeleton), utf8_bom(label))
+    assert not marked.rejected and len(marked.sequences) == len(plain.sequences) == 3
+    for a, b in zip(plain.sequences, marked.sequences, strict=True):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def test_absurd_numbers_are_rejected_without_allocating(fuzz_release) -> None:
+    root, skeleton, _ = fuzz_release
+    lines = skeleton.split(b"\n")
+    huge = b" ".join([b"1e999", *lines[30].split()[1:]])  # inf inside the reading clip (rows 20..102)
+    cases = [
+        (skeleton, b"30,0,99999999999999999999999999,1\n", "outside the recording"),
+        (skeleton, b"30,-99999999999999999999,5,1\n", "outside the recording"),
+        (skeleton, b"30,0,1e308,1\n", "outside the recording"),
+        (skeleton, b"30,0,1e999,1\n", "expected an integer"),
+        (skeleton, b"99999999999999999999,0,5,1\n", "unknown action id"),
+        (b"\n".join([*lines[:30], huge, *lines[31:]]), b"30,20,102,1\n", "NaN or inf"),
+        (b"0.5 " * 10**6 + b"\n", b"30,0,1,1\n", "has 1000000 values"),  # one absurdly long row
+    ]
+    for skel, lab, words in cases:
+        result = bounded(_run_video, root, skel, lab)
+        assert not result.sequences and words in _one(result).reason, (lab, _one(result))

@@ -16,6 +16,7 @@ from skelssl.data.importers.base import Importer
 from skelssl.data.importers.sbu import CLASS_NAMES, PAIRS, SBUImporter
 from skelssl.errors import BadInputError
 from skelssl.skeleton.layouts import get_layout
+from tests.data.importers.fuzzing import WRONG_ENCODINGS, utf8_bom
 
 FIRST = Path("s01s02") / "01" / "001" / "skeleton_pos.txt"
 
@@ -216,3 +217,19 @@ def test_prepare_store_end_to_end(sbu: Path, tmp_path: Path) -> None:
         train = store.split_indices(f"fold{k}", "train")
         assert len(test) + len(train) == 282 and not set(test) & set(train)
         assert set(pairs[test]) == set(store.splits[f"fold{k}"]["test"])
+
+
+@pytest.mark.parametrize("encoding", sorted(WRONG_ENCODINGS))
+def test_wrong_text_encoding_is_rejected(sbu: Path, tmp_path: Path, encoding: str) -> None:
+    path = _copy(sbu, tmp_path)
+    path.write_bytes(WRONG_ENCODINGS[encoding](path.read_bytes()))
+    assert "UTF-8" in _rejected(path)[0]
+
+
+def test_utf8_byte_order_mark_is_accepted(sbu: Path, tmp_path: Path) -> None:
+    path = _copy(sbu, tmp_path)
+    path.write_bytes(utf8_bom(path.read_bytes()))
+    marked = SBUImporter(path.parents[3]).run(str(path))
+    plain = SBUImporter(sbu).run(str(sbu / FIRST))
+    assert not marked.rejected
+    np.testing.assert_array_equal(marked.sequences[0].keypoints, plain.sequences[0].keypoints)

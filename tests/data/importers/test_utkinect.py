@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from hypothesis import given
 
 from skelssl.data.importers import get_importer_class
-from skelssl.data.importers.base import TaskResult
+from skelssl.data.importers.base import Rejected, TaskResult
 from skelssl.data.importers.utkinect import UTKINECT_CLASSES, UTKinectImporter
 from skelssl.errors import BadInputError
 from skelssl.skeleton.layouts import get_layout
+from tests.data.importers.fuzzing import CUTS, EDITS, FUZZ, WRONG_ENCODINGS, bounded, check_outcome, mutate, utf8_bom
 
 LABEL_FILE = "joints/actionLabel.txt"
 OVERLAP_LINES = [51, 52, 184, 185, 217, 218]  # s03_e01 push/throw, s09_e01 push/pull, s10_e02 push/pull
@@ -312,3 +314,92 @@ def test_prepare_store_end_to_end(utk: Path, tmp_path: Path) -> None:
     rows = raw_rows(utk / "joints/joints_s01_e01.txt")
     keep = (rows[:, 0] >= 252) & (rows[:, 0] <= 390)
     np.testing.assert_allclose(first.keypoints.reshape(-1, 60), rows[keep, 1:], atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------- fuzzing (hypothesis)
+@pytest.fixture(scope="module")
+def fuzz_folder(tmp_path_factory: pytest.TempPathFactory, utk: Path) -> tuple[Path, bytes, bytes]:
+    """A folder with s01_e01's joints file and its label block only; returns (folder, joints, label bytes)."""
+    folder = tmp_path_factory.mktemp("utk_fuzz")
+    joints = (utk / "joints/joints_s01_e01.txt").read_bytes()
+    label = (utk / LABEL_FILE).read_bytes()
+    block = label[: label.index(b"s01_e02")]  # header line + its ten segments
+    return folder, joints, block
+
+
+def _run_fuzz(folder: Path, joints: bytes, label: bytes) -> TaskResult:
+    """Write the two files and import every task; a ``BadInputError`` may only come from the label file."""
+    joints_path, label_path = folder / "joints_s01_e01.txt", folder / "actionLabel.txt"
+    joints_path.write_bytes(joints)
+    label_path.write_bytes(label)
+    importer = UTKinectImporter(folder, labels="official")
+    try:
+        tasks = importer.tasks()
+    except BadInputError as err:  # the label file is read (and split into blocks) up front
+        assert err.path == str(label_path) and err.reason
+        return TaskResult(rejected=[Rejected.from_error(err)])
+    out = TaskResult()
+    for task in tasks:
+        result = importer.run(task)
+        check_outcome(result, [joints_path, label_path], joints=20, persons=1)
+        out.sequences += result.sequences
+        out.rejected += result.rejected
+    return out
+
+
+@FUZZ
+@given(edits=EDITS, cut=CUTS)
+def test_mutated_joints_file_is_rejected_not_raised(fuzz_folder, edits, cut) -> None:
+    folder, joints, label = fuzz_folder
+    result = _run_fuzz(folder, mutate(joints, edits, cut), label)
+    assert 1 <= len(result.sequences) + len(result.rejected)
+    assert len(result.sequences) <= 10
+
+
+@FUZZ
+@given(edits=EDITS, cut=CUTS)
+def test_mutated_label_file_is_rejected_not_raised(fuzz_folder, edits, cut) -> None:
+    folder, joints, label = fuzz_folder
+    data = mutate(label, edits, cut)
+    result = _run_fuzz(folder, joints, data)
+    assert len(result.sequences) <= data.count(b":")
+
+
+@pytest.mark.parametrize("which", ["joints", "label"])
+@pytest.mark.parametrize("encoding", sorted(WRONG_ENCODINGS))
+def test_wrong_text_encoding_is_rejected(fuzz_folder, which: str, encoding: str) -> None:
+    folder, joints, label = fuzz_folder
+    files = {"joints": joints, "label": label}
+    files[which] = WRONG_ENCODINGS[encoding](files[which])
+    result = _run_fuzz(folder, files["joints"], files["label"])
+    bad = _one(result)
+    assert not result.sequences and "UTF-8" in bad.reason, bad
+    assert bad.path == str(folder / ("joints_s01_e01.txt" if which == "joints" else "actionLabel.txt"))
+
+
+def test_utf8_byte_order_mark_is_accepted(fuzz_folder) -> None:
+    folder, joints, label = fuzz_folder
+    plain = _run_fuzz(folder, joints, label)
+    marked = _run_fuzz(folder, utf8_bom(joints), utf8_bom(label))
+    assert not plain.rejected and not marked.rejected and len(marked.sequences) == 10
+    for a, b in zip(plain.sequences, marked.sequences, strict=True):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def test_absurd_numbers_are_rejected_without_allocating(fuzz_folder) -> None:
+    folder, joints, label = fuzz_folder
+    lines = joints.split(b"\n")
+    first = lines[0].split()
+    cases = [
+        (joints, b"s01_e01\nwalk: 252 99999999999999999999999\n", "outside the recording"),
+        (joints, b"s01_e01\nwalk: -99999999999999999999 390\n", "outside the recording"),
+        (joints, b"s01_e01\nwalk: 252 1e308\n", "outside the recording"),
+        (joints, b"s01_e01\nwalk: 1e999 390\n", "expected an integer"),
+        (b"\n".join([b" ".join([b"99999999999999999999999", *first[1:]]), *lines[1:]]), label, "not a non-negative"),
+        (b"\n".join([b" ".join([b"1e999", *first[1:]]), *lines[1:]]), label, "not a non-negative"),
+        (b"0.5 " * 10**6 + b"\n", label, "has 1000000 values"),
+    ]
+    for joint_bytes, label_bytes, words in cases:
+        result = bounded(_run_fuzz, folder, joint_bytes, label_bytes)
+        assert words in _one(result).reason, (label_bytes, _one(result))

@@ -9,6 +9,7 @@ and no part of a rejected sequence is returned.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -26,6 +27,9 @@ from skelssl.errors import BadInputError, ConfigError
 MAX_FRAMES = 100_000
 #: Upper bound on bodies claimed in one frame of a raw file.
 MAX_BODIES = 64
+#: Upper bound on a class label (0-based) read from a file. Without it a corrupt label such as 10**12 would make
+#: an importer synthesise that many class names.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -216,13 +220,32 @@ def read_bytes(path: Path, *, max_bytes: int = 1 << 31) -> bytes:
         raise BadInputError(path, f"cannot read: {err.strerror}") from err
 
 
-def decode_text(path: Path, data: bytes) -> str:
-    """Decode an ASCII/UTF-8 text file, naming the file when it is not text."""
+def decode_text(path: str | Path, data: bytes) -> str:
+    """Decode an ASCII/UTF-8 text file, naming the file (and line) when it is not such text.
+
+    A leading UTF-8 byte-order mark (as Windows editors write it) is dropped. UTF-16/32 text (a UTF-16
+    byte-order mark, or NUL bytes) and bytes that are not UTF-8 (latin-1, binary) are refused with a
+    :class:`BadInputError` that says how to fix the file.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise BadInputError(
+            path, "is UTF-16 text (it starts with a byte-order mark); re-save it as UTF-8/ASCII", line=1
+        )
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise BadInputError(path, f"not a UTF-8/ASCII text file (byte {err.start})", line=line) from err
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise BadInputError(
+            path,
+            "holds a NUL byte: not a plain UTF-8/ASCII text file (UTF-16 text? re-save it as UTF-8)",
+            line=text.count("\n", 0, nul) + 1,
+        )
+    return text
 
 
 def check_keypoints(
@@ -253,10 +276,13 @@ def check_keypoints(
         raise BadInputError(path, f"{what}: has {c} coordinates per joint, expected one of {list(channels)}")
     if m == 0 or (max_persons is not None and m > max_persons):
         raise BadInputError(path, f"{what}: has {m} persons, expected 1..{max_persons}")
-    out = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32's range become inf: refused below
+        out = arr.astype(np.float32, copy=False)
     finite = np.isfinite(out)
     if not finite.all():
         bad_t = int(np.argwhere(~finite)[0][0])
+        if np.isfinite(arr[bad_t]).all():
+            raise BadInputError(path, f"{what}: a coordinate in frame {bad_t} exceeds the float32 range (3.4e38)")
         raise BadInputError(path, f"{what}: NaN or inf coordinate in frame {bad_t}")
     if not out.any():
         raise BadInputError(path, f"{what}: every coordinate is zero (no valid frame)")

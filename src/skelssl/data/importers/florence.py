@@ -31,6 +31,7 @@ from skelssl.data.importers.base import (
     digest_bytes,
     read_bytes,
 )
+from skelssl.data.importers.matv5 import check_mat_v5
 from skelssl.errors import BadInputError
 
 FLORENCE_CLASSES: tuple[str, ...] = (
@@ -125,9 +126,15 @@ class Florence3DImporter(Importer):
 
 # --------------------------------------------------------------------------------------- .mat helpers
 def load_mat(path: str | Path, data: bytes) -> dict[str, Any]:
-    """Load MATLAB (v4–v7.2) bytes with scipy; ``BadInputError`` for anything that is not a readable .mat."""
+    """Load MATLAB (v4–v7.2) bytes with scipy; ``BadInputError`` for anything that is not a readable .mat.
+
+    v5 bytes are first walked by :func:`~skelssl.data.importers.matv5.check_mat_v5`, so that no count in a
+    damaged file can make scipy allocate more than the file holds (or crash); v7.3 (HDF5) is refused with a
+    message saying how to re-save it.
+    """
     from scipy.io import loadmat
 
+    check_mat_v5(path, data)
     try:
         return loadmat(io.BytesIO(data))
     except Exception as err:  # scipy raises a zoo of types (ValueError, TypeError, OSError, zlib.error …) on bad bytes

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +28,7 @@ import numpy as np
 
 from skelssl.data.importers.base import (
     MAX_BODIES,
+    MAX_CLASSES,
     MAX_FRAMES,
     Importer,
     Option,
@@ -40,6 +43,12 @@ from skelssl.utils import closest
 
 #: Largest plausible deflate ratio; a member claiming more uncompressed bytes than this is refused.
 MAX_DEFLATE_RATIO = 1100
+#: What numpy and zipfile raise on corrupt bytes: a bad header (numpy's header parser tokenizes and evaluates it:
+#: ``TokenError``/``SyntaxError`` escape it for NUL bytes or unbalanced brackets), bad deflate data, short reads.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, SyntaxError,
+    tokenize.TokenError, struct.error, MemoryError,
+)  # fmt: skip
 
 REQUIRED = ("keypoints", "lengths", "labels")
 OPTIONAL = ("names", "subjects", "views", "split", "class_names", "layout")
@@ -77,8 +86,8 @@ def npz_members(path: Path) -> dict[str, NpyMember]:
             return members
     except BadInputError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error) as err:
-        raise BadInputError(path, f"not a readable .npz (zip) file: {err}") from err
+    except READ_ERRORS as err:
+        raise BadInputError(path, f"not a readable .npz (zip) file: {type(err).__name__}: {err}") from err
 
 
 def _member(path: Path, archive: zipfile.ZipFile, raw: Any, info: zipfile.ZipInfo) -> NpyMember:
@@ -94,7 +103,7 @@ def _member(path: Path, archive: zipfile.ZipFile, raw: Any, info: zipfile.ZipInf
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
             else:
                 raise ValueError(f"npy format version {version} is not supported")
-        except ValueError as err:
+        except (ValueError, SyntaxError, tokenize.TokenError) as err:
             raise BadInputError(path, f"member {key!r} is not a valid .npy array: {err}") from err
         header_len = handle.tell()
     if dtype.hasobject:
@@ -135,8 +144,8 @@ def npz_array(path: Path, member: NpyMember) -> np.ndarray:
             )
         with zipfile.ZipFile(path) as archive, archive.open(member.key + ".npy") as handle:
             return np.lib.format.read_array(handle, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise BadInputError(path, f"cannot read member {member.key!r}: {err}") from err
+    except READ_ERRORS as err:
+        raise BadInputError(path, f"cannot read member {member.key!r}: {type(err).__name__}: {err}") from err
 
 
 def digest_arrays(*arrays: np.ndarray) -> str:
@@ -297,6 +306,9 @@ def read_generic_index(path: Path, layout_option: str = "") -> _Index:
     labels = _int_vector(path, "labels", small("labels"), n)
     if (labels < 0).any():
         raise BadInputError(path, f"labels[{int(np.argmax(labels < 0))}] is negative; labels are 0-based")
+    if (labels >= MAX_CLASSES).any():
+        i = int(np.argmax(labels >= MAX_CLASSES))
+        raise BadInputError(path, f"labels[{i}] = {labels[i]} is not a plausible class index (limit {MAX_CLASSES})")
     if "class_names" in members:
         class_names = tuple(_str_vector(path, "class_names", small("class_names")))
         if not class_names:

@@ -26,6 +26,7 @@ import numpy as np
 
 from skelssl.data.importers.base import (
     MAX_BODIES,
+    MAX_CLASSES,
     MAX_FRAMES,
     Importer,
     Option,
@@ -35,7 +36,7 @@ from skelssl.data.importers.base import (
     check_keypoints,
     digest_file,
 )
-from skelssl.data.importers.generic import NpyMember, digest_arrays, layout_for, npz_array, npz_members
+from skelssl.data.importers.generic import READ_ERRORS, NpyMember, digest_arrays, layout_for, npz_array, npz_members
 from skelssl.data.safe_pickle import safe_load
 from skelssl.errors import BadInputError, ConfigError
 from skelssl.skeleton.layouts import LAYOUTS, get_layout
@@ -84,7 +85,14 @@ def class_names_for(option: str, num_classes: int) -> tuple[str, ...]:
 
 
 def _label(value: Any) -> int | None:
-    """A non-negative int label, or ``None`` when ``value`` is not one."""
+    """An int label in ``0 .. MAX_CLASSES - 1``, or ``None`` when ``value`` is not one."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value) if 0 <= value < MAX_CLASSES else None
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative int, or ``None`` when ``value`` is not one."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         return None
     return int(value) if value >= 0 else None
@@ -240,7 +248,7 @@ class PySKLImporter(Importer):
         if not _is_keypoint(kp):
             raise BadInputError(path, f"{where}: 'keypoint' is not a numeric (M, T, V, C) array")
         m, t = kp.shape[:2]
-        if "total_frames" in ann and (_label(ann["total_frames"]) != t):
+        if "total_frames" in ann and (_count(ann["total_frames"]) != t):
             raise BadInputError(path, f"{where}: total_frames {ann['total_frames']!r} but keypoint has {t} frames")
         if self.options["scores"]:
             kp = _with_scores(path, where, kp, ann.get("keypoint_score"))
@@ -476,7 +484,7 @@ def _open_npy(path: Path) -> np.ndarray:
     """Memory-map an ``(N, C, T, V, M)`` float ``.npy`` (no pickle); ``BadInputError`` if unusable."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except READ_ERRORS as err:
         raise BadInputError(path, f"not a readable .npy array (truncated, or an object array?): {err}") from err
     if not isinstance(arr, np.ndarray) or arr.ndim != 5 or arr.dtype.kind != "f":
         raise BadInputError(path, f"expected a float (N, C, T, V, M) array, got {arr.dtype} {arr.shape}")
@@ -640,7 +648,9 @@ class CTRGCNImporter(Importer):
         else:
             if ys["train"].dtype.kind not in "iu" or ys["test"].dtype.kind not in "iu":
                 raise BadInputError(path, "integer labels y_train / y_test must have an integer dtype")
-            count = int(max(ys["train"].max(), ys["test"].max())) + 1
+            # labels outside 0 .. MAX_CLASSES - 1 do not count: their samples are rejected one by one
+            valid = [y[(y >= 0) & (y < MAX_CLASSES)] for y in ys.values()]
+            count = max((int(v.max()) for v in valid if v.size), default=-1) + 1
         names = class_names_for(self.options["class_names"], count)
         return _CTRGCNInfo(
             layout, persons, self.options["channels"], members, one_hot, names, digest_arrays(*ys.values())

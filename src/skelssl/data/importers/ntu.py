@@ -254,8 +254,8 @@ def parse_skeleton(path: Path, data: bytes) -> RawSkeleton:
     Python walks the frame and body headers (one split per line); the body-info lines and the joint
     lines are then parsed in bulk, one ``np.loadtxt`` call each, which also checks their field counts.
     """
-    if not data.isascii():
-        decode_text(path, data)  # names the line of a non-UTF-8 byte
+    if not data.isascii() or b"\x00" in data:
+        decode_text(path, data)  # names the line of a non-UTF-8 or NUL byte (UTF-16 text)
         pos = int(np.argmax(np.frombuffer(data, dtype=np.uint8) >= 128))
         raise BadInputError(
             path, "non-ASCII character: .skeleton files are plain ASCII", line=data.count(b"\n", 0, pos) + 1
