@@ -3,7 +3,6 @@ raised while the config is loaded (before the run directory exists and before an
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,6 @@ from hypothesis import strategies as st
 
 from skelssl.cli import main
 from skelssl.config import load_config
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
 from skelssl.data.store import SkeletonStore
 from skelssl.engine.pretrain import PretrainConfig, build_method
 from skelssl.errors import ConfigError
@@ -27,15 +24,8 @@ from skelssl.skeleton.layouts import get_layout
 
 
 @pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small NW-UCLA store (kinect20, one person, split xview) from 32 real files."""
-    src = tmp_path_factory.mktemp("ucla_values") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
+def store(small_ucla_store: Path) -> Path:
+    return small_ucla_store
 
 
 #: (preset, overrides, words the error must hold: the key and the allowed values).

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,14 +93,8 @@ def test_markdown_table_from_reports(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("ucla") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
+def store(small_ucla_store: Path) -> Path:
+    return small_ucla_store
 
 
 def test_quick_table_end_to_end_and_rerun_does_nothing(store: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +25,6 @@ from safetensors.torch import load_file
 from skelssl import cli
 from skelssl.config import load_config
 from skelssl.configs import resolve
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
 from skelssl.engine import checkpoint as ckpt_module
 from skelssl.engine import metrics as metrics_module
 from skelssl.engine.checkpoint import latest_checkpoint, load_checkpoint
@@ -35,23 +32,10 @@ from skelssl.engine.metrics import read_metrics
 from skelssl.engine.pretrain import PretrainConfig, TrainingError, pretrain
 from skelssl.errors import ConfigError
 from skelssl.methods.pstl import PSTL
+from tests.engine.tiny import TINY_PSTL
 
 PRESET = "pstl/ntu60-xview"
-TINY = [
-    "data.split=xview",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.drop_last=true",
-    "train.log_every_steps=1",
-    "train.checkpoint_every_epochs=1",
-    "train.knn_every_epochs=0",
-    "train.threads=1",
-    "train.deterministic=true",
-    "schedule.warmup_epochs=1",
-    "pstl.hidden_channels=4",
-    "pstl.hidden_dim=32",
-    "pstl.projector_dim=64",
-]
+TINY = [*TINY_PSTL, "train.knn_every_epochs=0", "train.deterministic=true"]
 EVERY = 2  # --checkpoint-every-steps
 
 # The command line, optionally with a slow fsync of checkpoint temp files (SKELSSL_TEST_FSYNC_DELAY seconds),
@@ -81,23 +65,13 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("ucla") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
+def store(small_ucla_store: Path) -> Path:
+    return small_ucla_store
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """In-process runs set torch's thread count and deterministic mode: give the other tests theirs back."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+def _restore_torch_globals(restore_torch_globals: None) -> None:
+    """In-process runs set torch's thread count and deterministic mode (see conftest)."""
 
 
 def _cfg(store: Path, *extra: str) -> PretrainConfig:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,28 +25,14 @@ from torch.utils.data import Dataset
 from skelssl import cli
 from skelssl.config import load_config
 from skelssl.configs import resolve
-from skelssl.data.importers import get_importer_class
 from skelssl.data.loader import make_loader
-from skelssl.data.prepare import prepare_store
 from skelssl.data.store import SkeletonStore
 from skelssl.engine.metrics import read_metrics
 from skelssl.engine.pretrain import PretrainConfig, pretrain
+from tests.engine.tiny import TINY_PSTL
 
 PRESET = "pstl/ntu60-xview"
-TINY = [
-    "data.split=xview",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.drop_last=true",
-    "train.log_every_steps=1",
-    "train.checkpoint_every_epochs=1",
-    "train.knn_every_epochs=0",
-    "train.threads=1",
-    "schedule.warmup_epochs=1",
-    "pstl.hidden_channels=4",
-    "pstl.hidden_dim=32",
-    "pstl.projector_dim=64",
-]
+TINY = [*TINY_PSTL, "train.knn_every_epochs=0"]
 
 WRAPPER = r"""
 import atexit, json, os, sys
@@ -121,23 +106,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("ucla") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 
 
 # -------------------------------------------------------------------------------------------- sampler
@@ -248,9 +217,9 @@ def _files(run: Path) -> set[str]:
     return {str(p.relative_to(run)) for p in run.rglob("*")}
 
 
-def test_two_processes_only_rank_0_writes_and_both_reshuffle(store: Path, tmp_path: Path) -> None:
+def test_two_processes_only_rank_0_writes_and_both_reshuffle(small_ucla_store: Path, tmp_path: Path) -> None:
     run, report = tmp_path / "ddp", tmp_path / "report"
-    res, _ = _torchrun(store, run, report, tmp_path / "wrapper.py", timeout=300)
+    res, _ = _torchrun(small_ucla_store, run, report, tmp_path / "wrapper.py", timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[1]["writes"] == []  # rank 1 never opened, created, renamed or removed anything in the run
@@ -259,13 +228,15 @@ def test_two_processes_only_rank_0_writes_and_both_reshuffle(store: Path, tmp_pa
 
     # the run directory holds what a single-process run writes, and the metrics have one writer
     single = tmp_path / "one"
-    result = pretrain(load_config(PretrainConfig, resolve(PRESET), [f"data.store={store}", *TINY]), run_dir=single)
+    result = pretrain(
+        load_config(PretrainConfig, resolve(PRESET), [f"data.store={small_ucla_store}", *TINY]), run_dir=single
+    )
     assert _files(run) == _files(single)
     steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
     assert steps == list(range(1, result.step + 1))
 
     # each rank's order: the documented DistributedSampler shard, different every epoch, disjoint across ranks
-    n = len(SkeletonStore.open(store).split_indices("xview", "train"))
+    n = len(SkeletonStore.open(small_ucla_store).split_indices("xview", "train"))
     for epoch in range(2):
         shards = []
         for r in (0, 1):
@@ -277,11 +248,13 @@ def test_two_processes_only_rank_0_writes_and_both_reshuffle(store: Path, tmp_pa
         assert ranks[r]["orders"][0]["positions"] != ranks[r]["orders"][1]["positions"]
 
 
-def test_a_failing_rank_stops_the_job_with_its_error(store: Path, tmp_path: Path) -> None:
+def test_a_failing_rank_stops_the_job_with_its_error(small_ucla_store: Path, tmp_path: Path) -> None:
     run, report = tmp_path / "ddp", tmp_path / "report"
     limit = 120.0
     try:
-        res, seconds = _torchrun(store, run, report, tmp_path / "wrapper.py", timeout=limit, SKELSSL_TEST_FAIL_STEP="3")
+        res, seconds = _torchrun(
+            small_ucla_store, run, report, tmp_path / "wrapper.py", timeout=limit, SKELSSL_TEST_FAIL_STEP="3"
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"rank 0 hung after rank 1 failed: the job was still running after {limit:.0f} s")
     assert res.returncode != 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,38 +14,17 @@ import torch
 from safetensors.torch import load_file
 
 from skelssl.config import load_config
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
 from skelssl.engine.metrics import read_metrics
 from skelssl.engine.pretrain import PretrainConfig, TrainingError, pretrain
 from skelssl.errors import ConfigError
+from tests.engine.tiny import TINY_PSTL
 
-TINY = [
-    "data.split=xview",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.drop_last=true",
-    "train.log_every_steps=1",
-    "train.checkpoint_every_epochs=1",
-    "train.knn_every_epochs=1",
-    "train.knn_ks=[1,5]",
-    "train.threads=1",
-    "schedule.warmup_epochs=1",
-    "pstl.hidden_channels=4",
-    "pstl.hidden_dim=32",
-    "pstl.projector_dim=64",
-]
+TINY = [*TINY_PSTL, "train.knn_every_epochs=1", "train.knn_ks=[1,5]"]
 
 
 @pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("ucla") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
+def store(small_ucla_store: Path) -> Path:
+    return small_ucla_store
 
 
 def _cfg(store: Path, *extra: str) -> PretrainConfig:

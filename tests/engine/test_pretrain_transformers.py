@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,6 @@ from safetensors.torch import load_file
 
 from skelssl.config import load_config
 from skelssl.configs import presets, resolve
-from skelssl.data.importers import get_importer_class
-from skelssl.data.prepare import prepare_store
 from skelssl.engine.metrics import read_metrics
 from skelssl.engine.pretrain import PretrainConfig, TrainingError, build_method, pretrain
 from skelssl.models.registry import build_encoder
@@ -72,14 +69,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("ucla-t") / "all_sqe"
-    src.mkdir()
-    for f in sorted((shared_data / "nw-ucla" / "all_sqe").glob("a0[1-4]_s0[1-2]_*.json")):
-        shutil.copy(f, src / f.name)
-    out = src.parent / "store"
-    prepare_store(get_importer_class("nw-ucla")(src), out)
-    return out
+def store(small_ucla_store: Path) -> Path:
+    return small_ucla_store
 
 
 def _cfg(store: Path, method: list[str], *extra: str) -> PretrainConfig:

@@ -31,7 +31,7 @@ from skelssl.data.importers.ntu import (
     spread_noise,
 )
 from skelssl.errors import BadInputError
-from tests.data.importers.fuzzing import WRONG_ENCODINGS, bounded, utf8_bom
+from tests.data.importers.fuzzing import WRONG_ENCODINGS, bounded, mutate, utf8_bom
 
 FRAMES = {  # from SOURCE.txt
     "S001C001P001R001A011": 82,
@@ -630,23 +630,7 @@ def test_inserted_junk_is_rejected_at_its_line(
     bodies=st.sampled_from(["first2", "denoise"]),
 )  # fmt: skip
 def test_random_mutations_never_raise(scratch: Path, texts: dict[str, str], edits, bodies: str) -> None:
-    data = bytearray(texts[TWO].encode())
-    for fraction, kind, blob in edits:
-        pos = min(round(fraction * len(data)), len(data) - 1)
-        if kind == "delete":
-            del data[pos : pos + len(blob)]
-        elif kind == "replace":
-            data[pos : pos + len(blob)] = blob
-        elif kind == "insert":
-            data[pos:pos] = blob
-        else:
-            start = data.rfind(b"\n", 0, pos) + 1
-            end = data.find(b"\n", pos) + 1 or len(data)
-            if kind == "dup_line":
-                data[start:start] = data[start:end]
-            else:
-                del data[start:end]
-    path = write(scratch, TWO, bytes(data))
+    path = write(scratch, TWO, mutate(texts[TWO].encode(), edits))
     result = run60(path, bodies=bodies)
     assert len(result.sequences) + len(result.rejected) == 1
     for seq in result.sequences:
