@@ -88,7 +88,9 @@ def test_every_preset_loads_and_builds_its_method():
             assert cfg.data.clips == cfg.method
         if cfg.method == "skeleton2vec":
             assert cfg.optim.grad_clip == 4.0 and cfg.schedule.kind == "cosine"
-            assert cfg.schedule.min_lr == 1e-5 and cfg.optim.betas == (0.9, 0.95)
+            # the reference's cosine ends at 1e-5; the short CPU preset ends at half the peak lr, as MAMP's
+            assert cfg.schedule.min_lr == (5e-4 if name.endswith("nw-ucla") else 1e-5)
+            assert cfg.optim.betas == (0.9, 0.95)
             assert "temporal_pos" in cfg.optim.no_decay_names
             cfg.skeleton2vec.check()
         if cfg.method == "mamp":
