@@ -42,7 +42,7 @@ __all__ = ["DEMO_DATA", "DEMO_EPOCHS", "DEMO_OUTPUTS", "DEMO_SPLIT", "METHODS", 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "resources" / "nw-ucla-demo.npz"
 #: Methods the demo runs (each has an ``<method>/nw-ucla`` preset).
 METHODS = ("pstl", "skeleton2vec", "mamp")
-#: Pretraining epochs of the shortened schedules (the presets run 20 / 30 / 40), chosen so that the whole demo
+#: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 80), chosen so that the whole demo
 #: takes at most ~10 minutes on a 2-core CPU: the PSTL demo took 9.7 min wall (4.3 min CPU) with 1 thread on a
 #: 2-core machine shared with three other trainings. Skeleton2vec costs about as much per clip as PSTL, MAMP
 #: about 2.5 times less.
