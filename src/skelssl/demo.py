@@ -43,9 +43,10 @@ DEMO_DATA = Path(__file__).resolve().parent / "data" / "resources" / "nw-ucla-de
 #: Methods the demo runs (each has an ``<method>/nw-ucla`` preset).
 METHODS = ("pstl", "skeleton2vec", "mamp")
 #: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 80), chosen so that the whole demo
-#: takes about 10 minutes on a 2-core CPU: the PSTL demo took 10 min 27 s wall with 2 threads on the unloaded
-#: 2-core machine (batch-32 preset). Skeleton2vec costs about as much per clip as PSTL, MAMP about 2.5 times less.
-DEMO_EPOCHS = {"pstl": 12, "skeleton2vec": 6, "mamp": 15}
+#: takes at most 10 minutes on a 2-core CPU: the PSTL demo took 9 min 33 s wall with 2 threads on the unloaded
+#: 2-core machine (batch-32 preset; 12 epochs took 10 min 27 s). Skeleton2vec costs about as much per clip as
+#: PSTL, MAMP about 2.5 times less.
+DEMO_EPOCHS = {"pstl": 11, "skeleton2vec": 6, "mamp": 15}
 #: The generic importer's name for the file's ``split`` member (NW-UCLA cross-view).
 DEMO_SPLIT = "default"
 #: What the demo writes into ``DIR`` (and what ``overwrite=True`` removes first).
