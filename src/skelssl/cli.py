@@ -193,6 +193,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         out_dir=args.out,
         options=options,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     report = run(ctx)
     features = embedding if args.protocol in _FEATURE_PROTOCOLS else "none"

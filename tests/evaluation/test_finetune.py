@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -261,8 +262,14 @@ def test_train_indices_restrict_the_data_seen(store, stgcn_file, tmp_path, monke
 
 
 def test_best_epoch_selection_is_labelled(store, stgcn_file, tmp_path) -> None:
-    report = ft.run_finetune(_ctx(store, stgcn_file, tmp_path, epochs=3, batch_size=8, selection="best"))
+    lines: list[str] = []
+    ctx = _ctx(store, stgcn_file, tmp_path, epochs=3, batch_size=8, selection="best")
+    report = ft.run_finetune(dataclasses.replace(ctx, progress=lines.append))
     assert report["selection"] == SELECTION_BEST
     tops = [h["test_top1"] for h in report["history"]]
     assert len(tops) == 3 and report["top1"] == pytest.approx(max(tops))
     assert report["selected_epoch"] == 1 + int(np.argmax(tops))
+    # one progress line per epoch, with the numbers of the history
+    assert [line.split(":")[0] for line in lines] == [f"fine-tune epoch {e}/3" for e in (1, 2, 3)]
+    for line, h in zip(lines, report["history"], strict=True):
+        assert f"loss {h['loss']:.4f}" in line and f"test {100 * h['test_top1']:.1f} %" in line

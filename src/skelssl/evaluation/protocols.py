@@ -25,6 +25,7 @@ name, "joints_missing", "top1", "top5"}`` (what :func:`skelssl.evaluation.plots.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class EvalContext:
     epochs: int | None = None
     out_dir: Path = Path("eval")
     options: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None  # one line per training epoch of long protocols (fine-tune)
 
     @property
     def encoder(self) -> LoadedEncoder:
