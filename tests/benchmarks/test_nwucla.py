@@ -49,11 +49,14 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
     randoms = [r for r in plan.rows if r.startswith("random init")]
     assert randoms == ["random init (pstl/nw-ucla)", "random init (skeleton2vec/nw-ucla)", "random init (mamp/nw-ucla)"]
     for row in plan.rows:
-        expected = {"linear", "knn", "semi10", "finetune"} | ({"supervised10"} if row in randoms else {"pretrain"})
+        expected = {"linear", "knn", "semi10", "finetune", "finetune10"} | (set() if row in randoms else {"pretrain"})
         assert {p for r, p in cmds if r == row} == expected, row
         for protocol in expected - {"pretrain"}:
             assert ("--random-init" in cmds[(row, protocol)]) == (row in randoms)
-    assert "--epochs 7" in cmds[("mamp", "finetune")] and "head=finetune" in cmds[(randoms[2], "supervised10")]
+    assert "--epochs 7" in cmds[("mamp", "finetune")] and "head=finetune" in cmds[(randoms[2], "finetune10")]
+    assert (
+        cmds[("pstl", "finetune10")].startswith("skelssl eval semi ") and "fraction=0.1" in cmds[("pstl", "finetune10")]
+    )
     assert "fraction=0.1" in cmds[("pstl", "semi10")] and "recipe=mae" in cmds[("pstl", "linear")]
     # every output folder is distinct
     assert len({s.out for s in plan.steps}) == len(plan.steps)
