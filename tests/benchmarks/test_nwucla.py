@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +56,10 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
         for protocol in expected - {"pretrain"}:
             assert ("--random-init" in cmds[(row, protocol)]) == (row in randoms)
     assert "--epochs 7" in cmds[("mamp", "finetune")] and "head=finetune" in cmds[(randoms[2], "finetune10")]
+    # ST-GCN fine-tunes in NW-UCLA-sized batches, transformers keep their recipe's
+    for row in ("pstl", "skeletonbt", randoms[0]):
+        assert cmds[(row, "finetune")].endswith("batch_size=16") and "batch_size=16" in cmds[(row, "finetune10")]
+    assert "batch_size" not in cmds[("mamp", "finetune")] + cmds[(randoms[1], "finetune10")]
     assert (
         cmds[("pstl", "finetune10")].startswith("skelssl eval semi ") and "fraction=0.1" in cmds[("pstl", "finetune10")]
     )
@@ -93,6 +99,32 @@ def test_markdown_table_from_reports(tmp_path: Path) -> None:
     assert "| pstl | 20.0 min | 50.0 | 44.0 | 30.0 | – | – | – |" in table
     assert "| random init (pstl/nw-ucla) | – | 25.0 |" in table
     assert "`skelssl eval knn --encoder" in table
+
+
+def test_a_step_runs_in_one_invocation_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the id of a process that has ended
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "eval" / "pstl" / "knn"
+    lock = nw._claim(out)
+    assert lock == out.with_name("knn.lock") and lock.read_text() == str(os.getpid())
+    assert nw._claim(out) is None  # held by a live process (this one)
+    # a second invocation skips the locked step and runs nothing
+    ran: list[object] = []
+    monkeypatch.setattr(nw.subprocess, "run", lambda *a, **k: ran.append(a))
+    plan = _plan(tmp_path, methods=["pstl"], protocols=["knn"], runs={"pstl": tmp_path / "run"})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "encoder.safetensors").write_bytes(b"")
+    said: list[str] = []
+    locked = plan.steps[0]
+    assert locked.out.name == "knn"
+    nw._claim(locked.out)
+    nw.run_plan(nw.Plan(steps=[locked], rows=[locked.row]), log=tmp_path / "log.jsonl", threads=1, echo=said.append)
+    assert ran == [] and said == ["skip pstl/knn: another run of this table is working on it"]
+    # a lock whose process is gone is taken over, and released after the step
+    locked.out.with_name("knn.lock").write_text(gone.stdout.strip())
+    monkeypatch.setattr(nw.subprocess, "run", lambda *a, **k: ran.append(a) or subprocess.CompletedProcess(a, 0))
+    nw.run_plan(nw.Plan(steps=[locked], rows=[locked.row]), log=tmp_path / "log.jsonl", threads=1, echo=said.append)
+    assert len(ran) == 1 and not locked.out.with_name("knn.lock").exists()
 
 
 @pytest.fixture(scope="module")
