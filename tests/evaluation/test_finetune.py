@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,7 @@ def test_transformer_finetune_lowers_training_loss_on_real_data(store, transform
     assert report["settings"]["augment"] == "skeleton2vec" and report["settings"]["clips"]["view"] == "uniform"
 
 
+@pytest.mark.filterwarnings("ignore::skelssl.evaluation.finetune.FewStepsWarning")
 def test_train_indices_restrict_the_data_seen(store, stgcn_file, tmp_path, monkeypatch) -> None:
     seen: list[int] = []
     make = ft.make_loader
@@ -259,6 +261,31 @@ def test_train_indices_restrict_the_data_seen(store, stgcn_file, tmp_path, monke
     test = store.split_indices("xview", "test")
     with pytest.raises(ConfigError, match="indices"):
         ft.run_finetune(_ctx(store, stgcn_file, tmp_path, epochs=1), train_indices=test[:4])
+
+
+def test_few_steps_per_epoch_warn_unless_the_batch_is_given(store, stgcn_file, tmp_path) -> None:
+    # PSTL's recipe batch (128) on 40 clips: one batch of 40, one step per epoch -> warned, with a remedy
+    with pytest.warns(ft.FewStepsWarning, match=r"40 training sequences in batches of 40 give 1 optimizer") as got:
+        report = ft.run_finetune(_ctx(store, stgcn_file, tmp_path / "a", epochs=1))
+    assert len(got) == 1 and "batch_size=4" in str(got[0].message)
+    assert report["settings"]["steps_per_epoch"] == 1
+    # the user chose the batch: no warning, even with few steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ft.FewStepsWarning)
+        ft.run_finetune(_ctx(store, stgcn_file, tmp_path / "b", epochs=1, batch_size=20))
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch", "steps", "warned"),
+    [(1020, 128, 7, True), (102, 102, 1, True), (1020, 16, 63, False), (40000, 128, 312, False), (20, 20, 1, True)],
+)
+def test_few_steps_message_threshold(n_train: int, batch: int, steps: int, warned: bool) -> None:
+    message = ft.few_steps_message(n_train=n_train, batch_size=batch, steps_per_epoch=steps, epochs=150)
+    assert (message is not None) == warned
+    if message is not None:
+        suggested = int(message.split("batch_size=", 1)[1].split()[0])
+        assert 2 <= suggested <= 16 and n_train // suggested >= min(ft.MIN_STEPS_PER_EPOCH, n_train // 2)
+        assert f"{steps * 150} in all" in message
 
 
 def test_best_epoch_selection_is_labelled(store, stgcn_file, tmp_path) -> None:

@@ -16,6 +16,8 @@ Options (``ctx.options``, all optional): ``lr``, ``batch_size``, ``weight_decay`
 ``drop_path``, ``label_smoothing``, ``warmup_epochs``, ``min_lr``, ``head`` (``large`` | ``linear``), ``augment``
 (``true``/``false``), ``selection`` (``final`` | ``best``), ``eval_every`` (test accuracy every N epochs in the
 history; ``selection=best`` evaluates every epoch), ``workers``; ``ctx.epochs`` overrides the epoch count.
+When ``batch_size`` is not given and the recipe's batch leaves fewer than ``MIN_STEPS_PER_EPOCH`` optimizer
+steps per epoch (PSTL's 128 on NW-UCLA), a :class:`FewStepsWarning` suggests a smaller batch.
 
 Reported accuracy is the final epoch's (``selection=best``: the best epoch on the test set, labelled so in the
 report). Runs are seeded by ``ctx.seed`` (head init, data order, augmentation, dropout / drop-path — the latter
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -364,6 +367,28 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     )
 
 
+MIN_STEPS_PER_EPOCH = 10  # fewer optimizer steps per epoch than this draw a warning (small datasets)
+
+
+class FewStepsWarning(UserWarning):
+    """The recipe's batch size leaves a small training set only a handful of optimizer steps per epoch."""
+
+
+def few_steps_message(*, n_train: int, batch_size: int, steps_per_epoch: int, epochs: int) -> str | None:
+    """The warning for a recipe batch that gives fewer than :data:`MIN_STEPS_PER_EPOCH` steps per epoch, or
+    ``None``. PSTL's batch of 128 was chosen for NTU's 40k clips: on NW-UCLA (1,020 clips) it leaves 7 steps
+    per epoch (47.0 % top-1 vs 61.9 % in batches of 16) and on 10 % of the labels 1 step (chance level)."""
+    if steps_per_epoch >= MIN_STEPS_PER_EPOCH:
+        return None
+    smaller = max(2, min(16, n_train // MIN_STEPS_PER_EPOCH))
+    return (
+        f"fine-tune: {n_train} training sequences in batches of {batch_size} give {steps_per_epoch} optimizer "
+        f"step(s) per epoch ({steps_per_epoch * epochs} in all); the recipe's batch size suits NTU-sized sets "
+        f"and under-trains a small one. Pass a smaller batch: the option batch_size={smaller} "
+        f"(skelssl eval finetune|semi ... batch_size={smaller})."
+    )
+
+
 def run_finetune(ctx: EvalContext, *, train_indices: np.ndarray | None = None) -> dict[str, Any]:
     """Fine-tune ``ctx.encoder`` with a new head on ``ctx.split``/``ctx.train_part`` (or the store indices
     ``train_indices`` of that part: the labelled subset of semi-supervised runs) and report test accuracy.
@@ -397,6 +422,12 @@ def run_finetune(ctx: EvalContext, *, train_indices: np.ndarray | None = None) -
         num_workers=option(ctx, "workers", 0, int),
     )
     steps_per_epoch = len(loader)
+    if "batch_size" not in ctx.options:
+        message = few_steps_message(
+            n_train=n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, epochs=recipe.epochs
+        )
+        if message is not None:
+            warnings.warn(message, FewStepsWarning, stacklevel=2)
     schedule = finetune_schedule(recipe, steps_per_epoch)
     criterion = make_criterion(recipe)
     aug_gen = torch.Generator().manual_seed(ctx.seed * 1000 + 11)
