@@ -179,3 +179,27 @@ def test_pretrain_refuses_a_code_built_config_before_the_run_directory(store: Pa
     with pytest.raises(ConfigError, match=r"schedule\.warmup_epochs"):
         pretrain(cfg, run_dir=tmp_path / "run", echo=lambda s: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "world", "error"),
+    [
+        (8, 40, 1, None),
+        (40, 40, 1, None),
+        (41, 40, 1, r"larger than the 40 training sequences"),
+        (8, 40, 2, None),
+        (9, 40, 2, r"not divisible by the 2 processes"),
+        (42, 41, 2, r"larger than the 41 training sequences .* over 2 processes"),  # 21 per rank > 20
+        (40, 41, 2, None),
+    ],
+)
+def test_check_batch_size_per_process(batch: int, size: int, world: int, error: str | None) -> None:
+    from skelssl.engine.pretrain import check_batch_size
+
+    cfg = PretrainConfig()
+    cfg.train.batch_size = batch
+    if error is None:
+        check_batch_size(cfg, size, world=world)
+    else:
+        with pytest.raises(ConfigError, match=error):
+            check_batch_size(cfg, size, world=world)

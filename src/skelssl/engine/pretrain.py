@@ -188,12 +188,21 @@ class PretrainConfig:
         for key, part in (("data.part", d.part), ("data.monitor_part", d.monitor_part)):
             if part not in parts and (key == "data.part" or self.train.knn_every_epochs):
                 raise ConfigError(f"{key} = {part!r} is not a part of split {d.split!r}; allowed: {', '.join(parts)}")
-        size = len(store.split_indices(d.split, d.part))
-        if self.train.batch_size > size:
-            raise ConfigError(
-                f"train.batch_size = {self.train.batch_size} is larger than the {size} training sequences of "
-                f"{d.store} ({d.split}/{d.part}); allowed: 1..{size}"
-            )
+        check_batch_size(self, len(store.split_indices(d.split, d.part)))
+
+
+def check_batch_size(cfg: PretrainConfig, size: int, *, world: int = 1) -> None:
+    """``ConfigError`` unless ``train.batch_size`` splits evenly over ``world`` processes and each process's
+    share fits in its share of the ``size`` training sequences (:meth:`PretrainConfig.check` with one process,
+    :func:`pretrain` with the real count)."""
+    batch, d = cfg.train.batch_size, cfg.data
+    if batch % world:
+        raise ConfigError(f"train.batch_size = {batch} is not divisible by the {world} processes")
+    if batch // world > size // world:
+        raise ConfigError(
+            f"train.batch_size = {batch} is larger than the {size} training sequences of {d.store} "
+            f"({d.split}/{d.part}){f' over {world} processes' if world > 1 else ''}; allowed: 1..{size}"
+        )
 
 
 @dataclass
@@ -341,14 +350,8 @@ def pretrain(
     # every check that can fail on the data comes before the run directory is written
     store = SkeletonStore.open(cfg.data.store)
     dataset = ClipDataset(store=store, config=_clip_config(cfg, train=True), split=cfg.data.split, part=cfg.data.part)
-    if t.batch_size % ctx.world:
-        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {ctx.world} processes")
+    check_batch_size(cfg, len(dataset), world=ctx.world)
     per_rank = t.batch_size // ctx.world
-    if per_rank > len(dataset) // ctx.world:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} is larger than the {len(dataset)} training sequences of "
-            f"{cfg.data.store} ({cfg.data.split}/{cfg.data.part}); lower it"
-        )
     if ctx.main:
         _prepare_run_dir(run, cfg, resume=resume, has_checkpoint=resume_from is not None)
     if ctx.world > 1:
