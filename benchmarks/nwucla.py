@@ -11,7 +11,9 @@ Pretrain on views 1 + 2, evaluate on view 3 (split ``xview``), for PSTL, Skeleto
 
 Beside them, the same architectures at random init (BatchNorm statistics calibrated on the unlabelled
 training part; one row per preset, so PSTL and SkeletonBT share theirs), where ``finetune`` and ``finetune10``
-train from scratch with 100 % and 10 % of the labels.
+train from scratch with 100 % and 10 % of the labels; and, per preset, the raw input (``--raw-input``: no
+network, the preset's clips flattened) under the frozen-feature protocols ``linear``, ``knn`` and ``semi10`` —
+the floor a learned representation has to clear.
 
 Every measurement is one ``skelssl`` command run as a subprocess; its wall time and the command are recorded in
 ``OUT/steps.jsonl`` and in the table. A step whose output exists is not run again, so an interrupted table is
@@ -50,6 +52,8 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: 10 % of the labels, 36.9 % with batches of 16); CTR-GCN trains on NW-UCLA in batches of 16.
 FINETUNE_OPTIONS: dict[str, tuple[str, ...]] = {"pstl/nw-ucla": ("batch_size=16",)}
 PROTOCOLS = ("linear", "knn", "semi10", "finetune", "finetune10")
+#: the protocols of the raw-input rows (fine-tuning needs a network)
+RAW_PROTOCOLS = ("linear", "knn", "semi10")
 #: ``--quick``: a smoke run of the whole pipeline (minutes, meaningless numbers)
 QUICK_PRETRAIN = ("--epochs", "1", "train.batch_size=16", "train.knn_every_epochs=0", "schedule.warmup_epochs=0")
 
@@ -116,9 +120,10 @@ def make_plan(
             argv = ("pretrain", preset, *data, "--out", str(run), f"train.threads={threads}", *overrides, *extra)
             plan.add(Step(method, "pretrain", argv, run))
         encoders = [(method, (), run)]
-        if preset not in random_done:  # one random-init row per architecture
+        if preset not in random_done:  # one random-init and one raw-input row per preset
             random_done.add(preset)
             encoders.append((f"random init ({preset})", ("--random-init",), run))
+            encoders.append((f"raw input ({preset})", ("--raw-input",), run))
         for row, flags, enc in encoders:
             ev = out / "eval" / _slug(row)
             base = ("--encoder", str(enc), *data, *flags)
@@ -135,7 +140,8 @@ def make_plan(
                     *FINETUNE_OPTIONS.get(preset, ()),
                 ),
             }
-            for protocol in (p for p in PROTOCOLS if p in protocols):
+            allowed = RAW_PROTOCOLS if "--raw-input" in flags else PROTOCOLS
+            for protocol in (p for p in allowed if p in protocols):
                 command = protocol if protocol in ("linear", "knn", "finetune") else "semi"
                 argv = ("eval", command, *base, "--out", str(ev / protocol), *options[protocol])
                 plan.add(Step(row, protocol, argv, ev / protocol, run))
@@ -284,7 +290,11 @@ def markdown(records: list[dict[str, Any]], rows: list[str]) -> str:
             f"| {_pct(g('knn', 'knn@20'))} | {_pct(g('semi10'), g('semi10', 'top1_std'))} | {_pct(g('finetune'))} "
             f"| {_pct(g('finetune10'), g('finetune10', 'top1_std'))} |"
         )
-    lines += ["", "¹ on a random-init row: trained from scratch with all / 10 % of the labels (supervised)."]
+    lines += [
+        "",
+        "¹ on a random-init row: trained from scratch with all / 10 % of the labels (supervised); a raw-input row "
+        "(no network: the preset's clips flattened) has no fine-tuning.",
+    ]
     lines += ["", "| encoder | protocol | top-1 | wall | command |", "|---|---|---:|---:|---|"]
     for r in records:
         lines.append(

@@ -62,15 +62,22 @@ def test_eval_writes_reports(
 def test_random_init_gives_another_encoder(setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     store, run, root = setup
     digests = []
-    for flags in ([], ["--random-init"]):
+    tags = {"--random-init": "[random init]", "--raw-input": "[raw input]"}
+    for flags in ([], ["--random-init"], ["--raw-input"]):
         out = root / "ri" / "-".join(flags or ["trained"])
         code, stdout, err = _eval(capsys, "knn", "--encoder", str(run / "encoder.safetensors"), "--data", str(store),
                                   "--out", str(out), "embedding=none", *flags)  # fmt: skip
         assert code == 0, err
         report = json.loads((out / "report.json").read_text())
-        assert report["encoder"]["random_init"] == bool(flags)
+        assert report["encoder"]["random_init"] == (flags == ["--random-init"])
+        assert report["encoder"]["raw_input"] == (flags == ["--raw-input"])
         digests.append(report["encoder"]["digest"])
-    assert len(set(digests)) == 2 and "[random init]" in stdout
+        for flag, tag in tags.items():
+            assert (tag in stdout) == (flag in flags)
+    assert len(set(digests)) == 3
+    code, _, err = _eval(capsys, "finetune", "--encoder", str(run), "--data", str(store), "--out", str(root / "rf"),
+                         "--raw-input")  # fmt: skip
+    assert code == 2 and "fine-tune needs an encoder network" in err and "Traceback" not in err
 
 
 def test_eval_errors_exit_2(setup: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

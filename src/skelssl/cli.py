@@ -177,7 +177,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except (ModuleNotFoundError, AttributeError):
         raise ConfigError(f"the {args.protocol} protocol is not available in this build ({module_name})") from None
     encoders = [
-        load_eval_encoder(path, device=args.device, random_init=args.random_init, seed=args.seed, which=which)
+        load_eval_encoder(
+            path,
+            device=args.device,
+            random_init=args.random_init,
+            raw_input=args.raw_input,
+            seed=args.seed,
+            which=which,
+        )
         for path in args.encoder
     ]
     store = SkeletonStore.open(args.data)
@@ -211,7 +218,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if options:
         raise ConfigError(f"unknown option(s) {', '.join(options)} for embed; known: encoder=NAME")
     encoder = load_eval_encoder(
-        args.encoder, device=args.device, random_init=args.random_init, seed=args.seed, which=which
+        args.encoder,
+        device=args.device,
+        random_init=args.random_init,
+        raw_input=args.raw_input,
+        seed=args.seed,
+        which=which,
     )
     result = embed(encoder, args.data, split=args.split, part=args.part, device=args.device, batch_size=args.batch_size)
     for line in result.rejected[:10]:
@@ -219,7 +231,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     feats, names = write_embeddings(args.out, result, encoder)
     print(
         f"embedded {result.features.shape[0]} sequences into {result.features.shape[1]}-D features "
-        f"({encoder.method} {'random init' if encoder.random_init else 'encoder'}, {result.seconds:.1f} s) "
+        f"({encoder.method} {encoder.baseline or 'encoder'}, {result.seconds:.1f} s) "
         f"-> {feats} (+ {names.name})"
     )
     return 0
@@ -291,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="seed of heads, subsets and --random-init (default 0)")
     p.add_argument("--random-init", action="store_true", help="the same architecture freshly initialised (baseline)")
+    p.add_argument(
+        "--raw-input",
+        action="store_true",
+        help="no network: the encoder's input clips flattened (baseline for linear, knn, semi, ensemble)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder (report.json, report.md, plots)")
     p.add_argument(
         "options",
@@ -311,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
     p.add_argument("--random-init", action="store_true", help="the same architecture freshly initialised")
+    p.add_argument("--raw-input", action="store_true", help="no network: the encoder's input clips flattened")
     p.add_argument("options", nargs="*", metavar="key=value", help="encoder=student for another encoder file")
     p.set_defaults(func=_cmd_embed)
 

@@ -48,13 +48,23 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
     assert "pstl.baseline=true" not in cmds[("pstl", "pretrain")]
     assert "skeleton2vec/nw-ucla" in cmds[("skeleton2vec", "pretrain")]
     # one random-init row per preset: PSTL and SkeletonBT share the ST-GCN one
+    presets = ["pstl/nw-ucla", "skeleton2vec/nw-ucla", "mamp/nw-ucla"]
     randoms = [r for r in plan.rows if r.startswith("random init")]
-    assert randoms == ["random init (pstl/nw-ucla)", "random init (skeleton2vec/nw-ucla)", "random init (mamp/nw-ucla)"]
+    assert randoms == [f"random init ({p})" for p in presets]
+    # and one raw-input row per preset, with the frozen-feature protocols only
+    raws = [r for r in plan.rows if r.startswith("raw input")]
+    assert raws == [f"raw input ({p})" for p in presets]
     for row in plan.rows:
-        expected = {"linear", "knn", "semi10", "finetune", "finetune10"} | (set() if row in randoms else {"pretrain"})
+        if row in raws:
+            expected = {"linear", "knn", "semi10"}
+        else:
+            expected = {"linear", "knn", "semi10", "finetune", "finetune10"} | (
+                set() if row in randoms else {"pretrain"}
+            )
         assert {p for r, p in cmds if r == row} == expected, row
         for protocol in expected - {"pretrain"}:
             assert ("--random-init" in cmds[(row, protocol)]) == (row in randoms)
+            assert ("--raw-input" in cmds[(row, protocol)]) == (row in raws)
     assert "--epochs 7" in cmds[("mamp", "finetune")] and "head=finetune" in cmds[(randoms[2], "finetune10")]
     # ST-GCN fine-tunes in NW-UCLA-sized batches, transformers keep their recipe's
     for row in ("pstl", "skeletonbt", randoms[0]):
@@ -71,7 +81,11 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
 def test_plan_reuses_runs_and_subsets(tmp_path: Path) -> None:
     run = tmp_path / "given"
     plan = _plan(tmp_path, methods=["pstl"], protocols=["knn"], runs={"pstl": run})
-    assert [(s.row, s.protocol) for s in plan.steps] == [("pstl", "knn"), ("random init (pstl/nw-ucla)", "knn")]
+    assert [(s.row, s.protocol) for s in plan.steps] == [
+        ("pstl", "knn"),
+        ("random init (pstl/nw-ucla)", "knn"),
+        ("raw input (pstl/nw-ucla)", "knn"),
+    ]
     assert all(f"--encoder {run}" in s.command for s in plan.steps)
     with pytest.raises(SystemExit, match="holds no encoder"):
         nw.main(["--dry-run", "--run", f"pstl={run}"])
@@ -140,7 +154,7 @@ def test_quick_table_end_to_end_and_rerun_does_nothing(store: Path, tmp_path: Pa
     result = json.loads((out / "nwucla.json").read_text())
     records = {(r["row"], r["protocol"]): r for r in result["records"]}
     assert set(records) == {("pstl", p) for p in ("pretrain", "linear", "knn")} | {
-        ("random init (pstl/nw-ucla)", p) for p in ("linear", "knn")
+        (f"{baseline} (pstl/nw-ucla)", p) for baseline in ("random init", "raw input") for p in ("linear", "knn")
     }
     for (row, protocol), r in records.items():
         assert r["done"] and r["seconds"] > 0, (row, protocol)
@@ -148,7 +162,8 @@ def test_quick_table_end_to_end_and_rerun_does_nothing(store: Path, tmp_path: Pa
             assert 0 <= r["top1"] <= 1
     assert 0 <= records[("pstl", "knn")]["knn@20"] <= 1
     lines = (out / "steps.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and all(json.loads(x)["rc"] == 0 for x in lines)
+    assert len(lines) == 7 and all(json.loads(x)["rc"] == 0 for x in lines)
     assert nw.main(argv) == 0  # every output exists: nothing runs again
     assert (out / "steps.jsonl").read_text().splitlines() == lines
-    assert "| pstl |" in (out / "nwucla.md").read_text()
+    table = (out / "nwucla.md").read_text()
+    assert "| pstl |" in table and "| raw input (pstl/nw-ucla) | – |" in table

@@ -241,3 +241,46 @@ def test_random_init_batchnorm_is_calibrated_on_the_training_part(
     assert all(torch.equal(v, state[k]) for k, v in pre.module.state_dict().items())
     # a module without BatchNorm is left alone
     assert calibrate_batchnorm(torch.nn.Linear(3, 2), train) == 0
+
+
+# ------------------------------------------------------------------------------------------ raw-input baseline
+
+
+def test_raw_input_features_are_the_encoders_clips(store_path: Path, run_dir: Path, tmp_path: Path) -> None:
+    from skelssl.evaluation.protocols import RawInput
+
+    ctx = _ctx(store_path, run_dir, tmp_path / "raw", raw_input=True)
+    enc = ctx.encoder
+    assert isinstance(enc.module, RawInput) and enc.raw_input and enc.baseline == "raw input"
+    assert enc.card["sha256"] == load_eval_encoder(run_dir).card["sha256"]  # names the encoder it stands for
+    feats, labels, idx = encoder_features(ctx, "test")
+    ds = make_eval_dataset(ctx, "test")
+    # the encoder's own test view (AimCLR pipeline: 1 person x 50 frames x 20 joints x 3), flattened in order
+    assert feats.shape == (20, 1 * 50 * 20 * 3)
+    for row in (0, 7, 19):
+        np.testing.assert_array_equal(feats[row], ds.clip(row).reshape(-1).astype(np.float32))
+    assert np.array_equal(labels, ctx.store.labels[idx])
+    # a random-init encoder's features are cached separately (different digest and shape)
+    rnd, _, _ = encoder_features(_ctx(store_path, run_dir, tmp_path / "rnd", random_init=True), "test")
+    assert rnd.shape == (20, 16)
+    report = run_knn(ctx)
+    assert report["encoder"]["raw_input"] is True and report["encoder"]["random_init"] is False
+    expected = knn_accuracy(*encoder_features(ctx, "train")[:2], feats, labels, ks=(1,))
+    assert report["top1"] == pytest.approx(expected[1])
+
+
+def test_raw_input_is_refused_where_a_network_is_needed(store_path: Path, run_dir: Path, tmp_path: Path) -> None:
+    from skelssl.evaluation.finetune import run_finetune
+    from skelssl.evaluation.robustness import run_robustness
+    from skelssl.evaluation.semi import run_semi
+
+    with pytest.raises(ConfigError, match="two different baselines"):
+        load_eval_encoder(run_dir, raw_input=True, random_init=True)
+    ctx = _ctx(store_path, run_dir, tmp_path, raw_input=True)
+    with pytest.raises(ConfigError, match=r"fine-tune needs an encoder network; --raw-input is a baseline"):
+        run_finetune(ctx)
+    with pytest.raises(ConfigError, match=r"robustness needs an encoder network"):
+        run_robustness(ctx)
+    with pytest.raises(ConfigError, match=r"semi head=finetune needs an encoder network"):
+        run_semi(dataclasses.replace(ctx, options={"head": "finetune"}))
+    assert not any(tmp_path.iterdir())  # refused before writing anything

@@ -163,6 +163,7 @@ def write_embeddings(out: str | Path, emb: Embeddings, encoder: LoadedEncoder) -
             "method": encoder.method,
             "sha256": encoder.card.get("sha256"),
             "random_init": encoder.random_init,
+            "raw_input": encoder.raw_input,
             "digest": state_dict_digest(encoder.module),
             "stream": encoder.stream,
         },

@@ -128,6 +128,7 @@ def run_ensemble(ctx: EvalContext) -> dict[str, Any]:
                 "encoder": str(enc.path),
                 "method": enc.method,
                 "random_init": enc.random_init,
+                "raw_input": enc.raw_input,
                 "weight": w,
                 "top1": rep["top1"],
                 "top5": rep["top5"],

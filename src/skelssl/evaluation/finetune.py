@@ -62,6 +62,7 @@ from skelssl.evaluation.protocols import (
     check_options,
     make_eval_dataset,
     option,
+    refuse_raw_input,
 )
 from skelssl.models.registry import build_encoder, encoder_spec
 from skelssl.models.transformer import SkeletonTransformer, layer_index
@@ -400,6 +401,7 @@ def run_finetune(ctx: EvalContext, *, train_indices: np.ndarray | None = None) -
     the recipes, options and CPU cost.
     """
     start = time.perf_counter()
+    refuse_raw_input(ctx.encoder, "fine-tune")
     recipe = recipe_from_context(ctx)
     enc = ctx.encoder
     device = ctx.device

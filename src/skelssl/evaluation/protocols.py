@@ -4,7 +4,8 @@
 - :class:`EvalContext`: what every protocol ``run_<name>(ctx, **kw) -> dict`` receives: the encoder(s), the
   evaluation store, split and parts, device, seed, epochs, output folder and the ``key=value`` options.
 - :func:`load_eval_encoder`: a run directory or ``.safetensors`` file → :class:`LoadedEncoder` (or the same
-  architecture freshly initialised from a seed: the random-init baseline).
+  architecture freshly initialised from a seed: the random-init baseline; or :class:`RawInput`, the encoder's
+  input clips flattened: the raw-input baseline).
 - :func:`clip_config_for` / :func:`make_eval_dataset`: the encoder's preset view of the evaluation store
   (test view for features), with a layout mapping when the store's layout differs from the encoder's.
 - :func:`encoder_features`: frozen features of a part, cached on disk
@@ -32,7 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from einops import rearrange
+from torch import Tensor, nn
 
 from skelssl import __version__
 from skelssl.data.clips import CLIP_PRESETS, ClipConfig, ClipDataset, clip_config_from, make_clip
@@ -47,6 +49,7 @@ __all__ = [
     "EvalContext",
     "LoadedEncoder",
     "MappedClipDataset",
+    "RawInput",
     "accuracy_report",
     "base_report",
     "check_options",
@@ -58,6 +61,7 @@ __all__ = [
     "load_eval_encoder",
     "make_eval_dataset",
     "option",
+    "refuse_raw_input",
     "run_knn",
 ]
 
@@ -73,7 +77,8 @@ class LoadedEncoder:
     ``encoder.json`` card (``card["method"]``, ``card["pretrain"]`` = the resolved PretrainConfig dict,
     ``card["data"]["clips"]`` = clip preset name, ``card["data"]["layout"]``, ``card["encoder"]`` = spec).
     ``path``: the ``.safetensors`` file. ``stream``: ``joint`` | ``bone`` | ``motion``. ``random_init``: same
-    architecture, re-initialised (the baseline rows).
+    architecture, re-initialised (the baseline rows). ``raw_input``: ``module`` is :class:`RawInput`, the
+    encoder's input clips themselves (no network: what the probes get without any encoder).
     """
 
     module: nn.Module
@@ -81,6 +86,12 @@ class LoadedEncoder:
     path: Path
     stream: str
     random_init: bool = False
+    raw_input: bool = False
+
+    @property
+    def baseline(self) -> str | None:
+        """``"random init"``, ``"raw input"`` or ``None`` (the encoder itself): how reports label it."""
+        return "raw input" if self.raw_input else "random init" if self.random_init else None
 
     @property
     def method(self) -> str:
@@ -188,11 +199,31 @@ def _resolve_weights(path: str | Path, which: str) -> Path:
     return p
 
 
+class RawInput(nn.Module):
+    """The raw-input baseline's "encoder": a clip ``(N, M, T, V, C)`` → its coordinates ``(N, M·T·V·C)``.
+
+    Evaluated on the encoder's own clip pipeline (and stream), it says what the linear and kNN probes reach
+    with no network at all — the floor a learned representation has to clear."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rearrange(x, "n m t v c -> n (m t v c)")
+
+
+def refuse_raw_input(encoder: LoadedEncoder, protocol: str) -> None:
+    """``ConfigError`` for protocols that need a network (fine-tune, robustness) given the raw-input baseline."""
+    if encoder.raw_input:
+        raise ConfigError(
+            f"{protocol} needs an encoder network; --raw-input is a baseline for linear, knn, semi (head=linear), "
+            "ensemble and embed"
+        )
+
+
 def load_eval_encoder(
     path: str | Path,
     *,
     device: str = "cpu",
     random_init: bool = False,
+    raw_input: bool = False,
     seed: int = 0,
     which: str = "encoder",
 ) -> LoadedEncoder:
@@ -201,17 +232,22 @@ def load_eval_encoder(
 
     ``random_init``: the card's architecture freshly initialised from ``seed`` (drawn inside
     ``torch.random.fork_rng`` so the global generator is left as it was); the weights file is still read
-    and checked so a baseline names the encoder it stands for.
+    and checked so a baseline names the encoder it stands for. ``raw_input``: :class:`RawInput` in place of
+    the network, fed the card's clips and stream (not with ``random_init``).
     """
     from skelssl.engine.checkpoint import load_encoder
     from skelssl.models.registry import build_encoder
 
+    if random_init and raw_input:
+        raise ConfigError("random_init and raw_input are two different baselines: choose one")
     weights = _resolve_weights(path, which)
     state, card = load_encoder(weights)
     spec = card.get("encoder")
     if not isinstance(spec, dict):
         raise BadInputError(weights.with_suffix(".json"), "the encoder card has no 'encoder' spec to rebuild it")
-    if random_init:
+    if raw_input:
+        module: nn.Module = RawInput()
+    elif random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             module = build_encoder(spec)
@@ -226,7 +262,12 @@ def load_eval_encoder(
             )
     module = module.to(device).eval()
     return LoadedEncoder(
-        module=module, card=card, path=weights.resolve(), stream=_card_stream(card), random_init=random_init
+        module=module,
+        card=card,
+        path=weights.resolve(),
+        stream=_card_stream(card),
+        random_init=random_init,
+        raw_input=raw_input,
     )
 
 
@@ -471,6 +512,7 @@ def _encoder_entry(enc: LoadedEncoder) -> dict[str, Any]:
         "stream": enc.stream,
         "sha256": enc.card.get("sha256"),
         "random_init": enc.random_init,
+        "raw_input": enc.raw_input,
         "bn_calibrated": getattr(enc.module, "bn_calibrated", None),
         "digest": state_dict_digest(enc.module),
         "clips": pre_data.get("clips") or (enc.card.get("data") or {}).get("clips"),

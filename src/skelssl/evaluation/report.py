@@ -90,7 +90,7 @@ def render_markdown(report: dict[str, Any], *, images: Sequence[str] = ()) -> st
     lines = [f"# {report['protocol']} evaluation", ""]
     encs = report.get("encoders") or [enc]
     for e in encs:
-        tag = " (random init)" if e.get("random_init") else ""
+        tag = " (raw input)" if e.get("raw_input") else " (random init)" if e.get("random_init") else ""
         lines.append(
             f"- encoder: `{e.get('path')}`{tag} — {e.get('method')} {e.get('kind')}, stream {e.get('stream')}, "
             f"weights digest `{str(e.get('digest'))[:12]}`"
@@ -201,7 +201,9 @@ def summary_line(report: dict[str, Any], path: str | Path) -> str:
     """``linear top1 61.2% top5 95.0% (final-epoch, pstl recipe, 150 epochs) … → DIR/report.json``."""
     parts = [str(report.get("protocol"))]
     enc = report.get("encoder") or {}
-    if enc.get("random_init"):
+    if enc.get("raw_input"):
+        parts.append("[raw input]")
+    elif enc.get("random_init"):
         parts.append("[random init]")
     top1 = report.get("top1")
     if top1 is not None:

@@ -60,6 +60,7 @@ from skelssl.evaluation.protocols import (
     feature_cache_dir,
     make_eval_dataset,
     option,
+    refuse_raw_input,
     top_accuracy,
 )
 from skelssl.models.stgcn import STGCN
@@ -254,6 +255,7 @@ def run_robustness(ctx: EvalContext) -> dict[str, Any]:
     check_options(ctx, ROBUSTNESS_OPTIONS, "robustness")
     start = time.perf_counter()
     enc = ctx.encoder
+    refuse_raw_input(enc, "robustness")
     model = unwrap_module(enc.module)
     kind = "stgcn" if isinstance(model, STGCN) else "transformer" if isinstance(model, SkeletonTransformer) else None
     if kind is None:

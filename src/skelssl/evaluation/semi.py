@@ -34,6 +34,7 @@ from skelssl.evaluation.protocols import (
     check_options,
     feature_cache_dir,
     option,
+    refuse_raw_input,
 )
 
 __all__ = ["SEMI_OPTIONS", "balanced_subset", "run_semi", "subset_record", "write_subset"]
@@ -139,6 +140,8 @@ def run_semi(ctx: EvalContext) -> dict[str, Any]:
         check_options(ctx, SEMI_OPTIONS | LINEAR_OPTIONS, "semi")
     else:
         from skelssl.evaluation.finetune import run_finetune
+
+        refuse_raw_input(ctx.encoder, "semi head=finetune")
     store = ctx.store
     pool = store.split_indices(ctx.split, ctx.train_part).astype(np.int64)
     passthrough.setdefault("cache", str(feature_cache_dir(ctx)))
