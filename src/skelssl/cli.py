@@ -6,11 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skelssl import __version__
 from skelssl.errors import ConfigError, SkelsslError
+
+if TYPE_CHECKING:
+    from skelssl.evaluation.protocols import LoadedEncoder
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -157,11 +161,20 @@ def _default_split(store: object, card: dict, given: str | None) -> str:
     )
 
 
+def _load_encoder(args: argparse.Namespace, path: str, which: str) -> LoadedEncoder:
+    """The encoder an eval / embed command names, or its random-init / raw-input baseline."""
+    from skelssl.evaluation.protocols import load_eval_encoder
+
+    return load_eval_encoder(
+        path, device=args.device, random_init=args.random_init, raw_input=args.raw_input, seed=args.seed, which=which
+    )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import importlib
 
     from skelssl.data.store import SkeletonStore
-    from skelssl.evaluation.protocols import EvalContext, load_eval_encoder
+    from skelssl.evaluation.protocols import EvalContext
     from skelssl.evaluation.report import summary_line, write_run_report
 
     options = _parse_overrides(args.options)
@@ -176,17 +189,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         run = getattr(importlib.import_module(module_name), func_name)
     except (ModuleNotFoundError, AttributeError):
         raise ConfigError(f"the {args.protocol} protocol is not available in this build ({module_name})") from None
-    encoders = [
-        load_eval_encoder(
-            path,
-            device=args.device,
-            random_init=args.random_init,
-            raw_input=args.raw_input,
-            seed=args.seed,
-            which=which,
-        )
-        for path in args.encoder
-    ]
+    encoders = [_load_encoder(args, path, which) for path in args.encoder]
     store = SkeletonStore.open(args.data)
     split = _default_split(store, encoders[0].card, args.split)
     ctx = EvalContext(
@@ -211,20 +214,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from skelssl.evaluation.embed import embed, write_embeddings
-    from skelssl.evaluation.protocols import load_eval_encoder
 
     options = _parse_overrides(args.options)
     which = options.pop("encoder", "encoder")
     if options:
         raise ConfigError(f"unknown option(s) {', '.join(options)} for embed; known: encoder=NAME")
-    encoder = load_eval_encoder(
-        args.encoder,
-        device=args.device,
-        random_init=args.random_init,
-        raw_input=args.raw_input,
-        seed=args.seed,
-        which=which,
-    )
+    encoder = _load_encoder(args, args.encoder, which)
     result = embed(encoder, args.data, split=args.split, part=args.part, device=args.device, batch_size=args.batch_size)
     for line in result.rejected[:10]:
         print(f"  rejected {line}")
