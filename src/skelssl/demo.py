@@ -42,7 +42,7 @@ __all__ = ["DEMO_DATA", "DEMO_EPOCHS", "DEMO_OUTPUTS", "DEMO_SPLIT", "METHODS", 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "resources" / "nw-ucla-demo.npz"
 #: Methods the demo runs (each has an ``<method>/nw-ucla`` preset).
 METHODS = ("pstl", "skeleton2vec", "mamp")
-#: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 80), chosen so that the whole demo
+#: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 160), chosen so that the whole demo
 #: takes at most 10 minutes on a 2-core CPU: the PSTL demo took 9 min 33 s wall with 2 threads on the unloaded
 #: 2-core machine (batch-32 preset; 12 epochs took 10 min 27 s). Skeleton2vec costs about as much per clip as
 #: PSTL, MAMP about 2.5 times less.
