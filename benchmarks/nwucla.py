@@ -111,7 +111,7 @@ def make_plan(
     data = ("--data", str(store))
     eval_extra = ("--epochs", "2") if quick else ()
     ft_epochs = ("--epochs", str(1 if quick else finetune_epochs))
-    random_done: set[str] = set()
+    baselines_done: set[str] = set()
     for method in methods:
         preset, overrides = METHODS[method]
         run = runs.get(method, out / "runs" / method)
@@ -120,8 +120,8 @@ def make_plan(
             argv = ("pretrain", preset, *data, "--out", str(run), f"train.threads={threads}", *overrides, *extra)
             plan.add(Step(method, "pretrain", argv, run))
         encoders = [(method, (), run)]
-        if preset not in random_done:  # one random-init and one raw-input row per preset
-            random_done.add(preset)
+        if preset not in baselines_done:  # one random-init and one raw-input row per preset
+            baselines_done.add(preset)
             encoders.append((f"random init ({preset})", ("--random-init",), run))
             encoders.append((f"raw input ({preset})", ("--raw-input",), run))
         for row, flags, enc in encoders:

@@ -189,7 +189,7 @@ def test_pretrain_refuses_a_code_built_config_before_the_run_directory(store: Pa
         (41, 40, 1, r"larger than the 40 training sequences"),
         (8, 40, 2, None),
         (9, 40, 2, r"not divisible by the 2 processes"),
-        (42, 41, 2, r"larger than the 41 training sequences .* over 2 processes"),  # 21 per rank > 20
+        (42, 41, 2, r"larger than the 41 training sequences .* over 2 processes; allowed: a multiple of 2 up to 40"),
         (40, 41, 2, None),
     ],
 )

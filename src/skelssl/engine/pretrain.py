@@ -199,9 +199,10 @@ def check_batch_size(cfg: PretrainConfig, size: int, *, world: int = 1) -> None:
     if batch % world:
         raise ConfigError(f"train.batch_size = {batch} is not divisible by the {world} processes")
     if batch // world > size // world:
+        allowed = f"1..{size}" if world == 1 else f"a multiple of {world} up to {world * (size // world)}"
         raise ConfigError(
             f"train.batch_size = {batch} is larger than the {size} training sequences of {d.store} "
-            f"({d.split}/{d.part}){f' over {world} processes' if world > 1 else ''}; allowed: 1..{size}"
+            f"({d.split}/{d.part}){f' over {world} processes' if world > 1 else ''}; allowed: {allowed}"
         )
 
 

@@ -82,6 +82,11 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _baseline(encoder: dict[str, Any]) -> str | None:
+    """``"raw input"`` / ``"random init"`` for a report's baseline encoder entry, ``None`` for an encoder."""
+    return "raw input" if encoder.get("raw_input") else "random init" if encoder.get("random_init") else None
+
+
 def render_markdown(report: dict[str, Any], *, images: Sequence[str] = ()) -> str:
     """A small Markdown page: what was evaluated on what, the settings, the accuracies, per-setting rows,
     per-class accuracy and the images."""
@@ -90,7 +95,7 @@ def render_markdown(report: dict[str, Any], *, images: Sequence[str] = ()) -> st
     lines = [f"# {report['protocol']} evaluation", ""]
     encs = report.get("encoders") or [enc]
     for e in encs:
-        tag = " (raw input)" if e.get("raw_input") else " (random init)" if e.get("random_init") else ""
+        tag = f" ({_baseline(e)})" if _baseline(e) else ""
         lines.append(
             f"- encoder: `{e.get('path')}`{tag} — {e.get('method')} {e.get('kind')}, stream {e.get('stream')}, "
             f"weights digest `{str(e.get('digest'))[:12]}`"
@@ -201,10 +206,8 @@ def summary_line(report: dict[str, Any], path: str | Path) -> str:
     """``linear top1 61.2% top5 95.0% (final-epoch, pstl recipe, 150 epochs) … → DIR/report.json``."""
     parts = [str(report.get("protocol"))]
     enc = report.get("encoder") or {}
-    if enc.get("raw_input"):
-        parts.append("[raw input]")
-    elif enc.get("random_init"):
-        parts.append("[random init]")
+    if _baseline(enc):
+        parts.append(f"[{_baseline(enc)}]")
     top1 = report.get("top1")
     if top1 is not None:
         text = f"top1 {100 * top1:.1f}%"
