@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +53,41 @@ def restore_torch_globals() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+GLOO_TIMEOUT_S = 180.0
+"""How long a spawned gloo group may run before the test fails (and its processes are killed) instead of hanging."""
+
+RankBody = Callable[[int, int, Path], None]
+
+
+def _gloo_rank(rank: int, world: int, init: str, out_dir: str, body: RankBody) -> None:
+    """One spawned rank: one thread, a gloo group over a ``file://`` store, ``body(rank, world, out_dir)``."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        body(rank, world, Path(out_dir))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def spawn_gloo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``spawn_gloo(body, world)`` runs the module-level ``body(rank, world, tmp_path)`` in ``world`` fresh processes
+    joined by a gloo group on loopback; a rank's exception fails the test, and so does a group still running after
+    ``GLOO_TIMEOUT_S`` (its processes are killed: a hung collective must not stall the suite)."""
+    if "GLOO_SOCKET_IFNAME" not in os.environ:
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback: no network needed
+
+    def run(body: RankBody, world: int, *, timeout: float = GLOO_TIMEOUT_S) -> None:
+        init = f"file://{tmp_path / 'rendezvous'}"
+        ctx = mp.spawn(_gloo_rank, args=(world, init, str(tmp_path), body), nprocs=world, join=False)
+        deadline = time.monotonic() + timeout
+        while not ctx.join(timeout=max(deadline - time.monotonic(), 0.0)):
+            if time.monotonic() >= deadline:
+                for proc in ctx.processes:
+                    proc.kill()
+                    proc.join()
+                pytest.fail(f"{world} gloo processes running {body.__name__} still going after {timeout:.0f} s")
+
+    return run

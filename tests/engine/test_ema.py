@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from skelssl.engine.ema import EMATeacher, ema_decay
@@ -125,19 +125,22 @@ def test_state_dict_round_trip():
     assert all(k.startswith("module.") for k in teacher.state_dict())
 
 
-def test_ddp_wrapped_student(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        student = _student()
-        ddp = nn.parallel.DistributedDataParallel(student)
-        teacher = EMATeacher(ddp, decay_start=0.0, decay_end=0.0, anneal_steps=1)
-        assert not isinstance(teacher.module, nn.parallel.DistributedDataParallel)
-        assert list(teacher.module.state_dict()) == list(student.state_dict())  # no "module." prefix
-        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        ddp(torch.randn(8, 4)).square().mean().backward()
-        opt.step()
-        teacher.update(ddp, 0)
-        for k, t in teacher.module.state_dict().items():
-            assert torch.equal(t, student.state_dict()[k]), k
-    finally:
-        dist.destroy_process_group()
+def _ddp_wrapped_student(rank: int, world: int, out_dir: Path) -> None:
+    student = _student()
+    ddp = nn.parallel.DistributedDataParallel(student)
+    teacher = EMATeacher(ddp, decay_start=0.0, decay_end=0.0, anneal_steps=1)
+    assert not isinstance(teacher.module, nn.parallel.DistributedDataParallel)
+    assert list(teacher.module.state_dict()) == list(student.state_dict())  # no "module." prefix
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    ddp(torch.randn(8, 4)).square().mean().backward()
+    opt.step()
+    teacher.update(ddp, 0)
+    for k, t in teacher.module.state_dict().items():
+        assert torch.equal(t, student.state_dict()[k]), k
+    (out_dir / "done").touch()
+
+
+def test_ddp_wrapped_student(tmp_path, spawn_gloo):
+    """In a spawned one-rank gloo group (not this process: a hung collective must not stall the suite)."""
+    spawn_gloo(_ddp_wrapped_student, 1)
+    assert (tmp_path / "done").exists()

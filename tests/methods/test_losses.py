@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from skelssl.methods import BarlowTwinsLoss, Projector, SyncBatchNorm1d, barlow_twins_loss, barlow_twins_normalize
@@ -170,27 +168,19 @@ def _bt_terms(proj: Projector, z1, z2, u1, u2, distributed: bool) -> dict[str, t
     return out
 
 
-def _worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        z1, z2, u1, u2 = _global_batch()
-        rows = slice(sum(SIZES[:rank]), sum(SIZES[: rank + 1]))
-        proj = _projector()
-        out = _bt_terms(proj, z1[rows], z2[rows], u1[rows], u2[rows], distributed=True)
-        for key in [k for k in out if k.startswith("grad.")]:  # what DDP does: average over ranks
-            dist.all_reduce(out[key])
-            out[key] /= world
-        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, world: int, out_dir: Path) -> None:
+    z1, z2, u1, u2 = _global_batch()
+    rows = slice(sum(SIZES[:rank]), sum(SIZES[: rank + 1]))
+    proj = _projector()
+    out = _bt_terms(proj, z1[rows], z2[rows], u1[rows], u2[rows], distributed=True)
+    for key in [k for k in out if k.startswith("grad.")]:  # what DDP does: average over ranks
+        dist.all_reduce(out[key])
+        out[key] /= world
+    torch.save(out, out_dir / f"rank{rank}.pt")
 
 
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, monkeypatch):
-    if "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback: no network needed
-    init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, spawn_gloo):
+    spawn_gloo(_worker, 2)
     z1, z2, u1, u2 = _global_batch()
     single = _bt_terms(_projector(), z1, z2, u1, u2, distributed=False)
     for rank in range(2):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
@@ -161,33 +158,26 @@ def test_loss_decreases_on_real_data(ucla_batch):
 DDP_ROWS = 3
 
 
-def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        torch.manual_seed(rank)
-        method = MAMP(
-            layout="ntu25",
-            config=MAMPConfig(**TINY),
-            frames=32,
-            distributed=True,
-            init_generator=torch.Generator().manual_seed(0),
-        ).double()
-        model = nn.parallel.DistributedDataParallel(method)
-        x = clips(n=world * DDP_ROWS, dtype=torch.float64)[rank * DDP_ROWS : (rank + 1) * DDP_ROWS]
-        out = model(x, generator=torch.Generator().manual_seed(50 + rank))
-        out["loss"].backward()
-        result = {"loss": out["loss"].detach()}
-        result.update({f"grad.{name}": p.grad for name, p in method.named_parameters()})
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out_dir: Path) -> None:
+    torch.manual_seed(rank)
+    method = MAMP(
+        layout="ntu25",
+        config=MAMPConfig(**TINY),
+        frames=32,
+        distributed=True,
+        init_generator=torch.Generator().manual_seed(0),
+    ).double()
+    model = nn.parallel.DistributedDataParallel(method)
+    x = clips(n=world * DDP_ROWS, dtype=torch.float64)[rank * DDP_ROWS : (rank + 1) * DDP_ROWS]
+    out = model(x, generator=torch.Generator().manual_seed(50 + rank))
+    out["loss"].backward()
+    result = {"loss": out["loss"].detach()}
+    result.update({f"grad.{name}": p.grad for name, p in method.named_parameters()})
+    torch.save(result, out_dir / f"rank{rank}.pt")
 
 
-def test_ddp_gives_the_single_process_loss_and_gradients(tmp_path, monkeypatch):
-    if "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
+def test_ddp_gives_the_single_process_loss_and_gradients(tmp_path, spawn_gloo):
+    spawn_gloo(_ddp_worker, 2)
 
     method = MAMP(
         layout="ntu25", config=MAMPConfig(**TINY), frames=32, init_generator=torch.Generator().manual_seed(0)

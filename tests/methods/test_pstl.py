@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -450,29 +447,22 @@ DDP_SIZES = (3, 4)  # unequal per-rank batches; global N = 7
 DDP_CFG = {"hidden_channels": 4, "hidden_dim": 16, "projector_dim": 64, "dropout": 0.0, "sync_bn": True}
 
 
-def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        method = PSTL(layout="ntu25", config=PSTLConfig(**DDP_CFG), distributed=True).double().train()
-        model = nn.parallel.DistributedDataParallel(method)
-        x = ntu_batch(n=sum(DDP_SIZES), dtype=torch.float64)
-        rows = slice(sum(DDP_SIZES[:rank]), sum(DDP_SIZES[: rank + 1]))
-        out = model(x[rows], generator=torch.Generator().manual_seed(4))  # batch-shared draws: same on both ranks
-        out["loss"].backward()
-        result = {"loss": out["loss"].detach()}
-        result.update({f"grad.{name}": p.grad for name, p in method.named_parameters()})
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out_dir: Path) -> None:
+    torch.manual_seed(0)
+    method = PSTL(layout="ntu25", config=PSTLConfig(**DDP_CFG), distributed=True).double().train()
+    model = nn.parallel.DistributedDataParallel(method)
+    x = ntu_batch(n=sum(DDP_SIZES), dtype=torch.float64)
+    rows = slice(sum(DDP_SIZES[:rank]), sum(DDP_SIZES[: rank + 1]))
+    out = model(x[rows], generator=torch.Generator().manual_seed(4))  # batch-shared draws: same on both ranks
+    out["loss"].backward()
+    result = {"loss": out["loss"].detach()}
+    result.update({f"grad.{name}": p.grad for name, p in method.named_parameters()})
+    torch.save(result, out_dir / f"rank{rank}.pt")
 
 
-def test_ddp_uses_the_global_batch(tmp_path, monkeypatch):
+def test_ddp_uses_the_global_batch(tmp_path, spawn_gloo):
     """2 gloo ranks = one process whose encoder sees each rank's rows apart (its BN is per rank) on the global batch."""
-    if "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, 2)
 
     torch.manual_seed(0)
     method = PSTL(layout="ntu25", config=PSTLConfig(**DDP_CFG)).double().train()

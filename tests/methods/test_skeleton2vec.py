@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
@@ -333,38 +330,31 @@ def _rank_generator(rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(100 + rank)
 
 
-def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        torch.manual_seed(rank)  # a different global RNG on every rank: the weights come from init_generator
-        method = Skeleton2vec(
-            layout="ntu25",
-            config=Skeleton2vecConfig(**DDP_CFG),
-            frames=30,
-            distributed=True,
-            init_generator=torch.Generator().manual_seed(0),
-        ).double()
-        model = nn.parallel.DistributedDataParallel(method)
-        x = clips(n=world * DDP_ROWS, dtype=torch.float64)[rank * DDP_ROWS : (rank + 1) * DDP_ROWS]
-        out = model(x, generator=_rank_generator(rank))
-        out["loss"].backward()
-        result = {k: v.detach() for k, v in out.items()}
-        result.update({f"grad.{name}": p.grad for name, p in method.named_parameters() if p.requires_grad})
-        torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
-        method.after_step(1)
-        result.update({f"teacher.{k}": v for k, v in method.teacher.state_dict().items()})
-        result["ignored"] = torch.tensor(len(model.parameters_to_ignore))
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out_dir: Path) -> None:
+    torch.manual_seed(rank)  # a different global RNG on every rank: the weights come from init_generator
+    method = Skeleton2vec(
+        layout="ntu25",
+        config=Skeleton2vecConfig(**DDP_CFG),
+        frames=30,
+        distributed=True,
+        init_generator=torch.Generator().manual_seed(0),
+    ).double()
+    model = nn.parallel.DistributedDataParallel(method)
+    x = clips(n=world * DDP_ROWS, dtype=torch.float64)[rank * DDP_ROWS : (rank + 1) * DDP_ROWS]
+    out = model(x, generator=_rank_generator(rank))
+    out["loss"].backward()
+    result = {k: v.detach() for k, v in out.items()}
+    result.update({f"grad.{name}": p.grad for name, p in method.named_parameters() if p.requires_grad})
+    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
+    method.after_step(1)
+    result.update({f"teacher.{k}": v for k, v in method.teacher.state_dict().items()})
+    result["ignored"] = torch.tensor(len(model.parameters_to_ignore))
+    torch.save(result, out_dir / f"rank{rank}.pt")
 
 
-def test_ddp_gives_the_single_process_loss_and_gradients(tmp_path, monkeypatch):
+def test_ddp_gives_the_single_process_loss_and_gradients(tmp_path, spawn_gloo):
     """2 gloo ranks × 3 clips = one process on the 6 clips with the same per-rank draws; identical teachers."""
-    if "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, 2)
 
     method = Skeleton2vec(
         layout="ntu25", config=Skeleton2vecConfig(**DDP_CFG), frames=30, init_generator=torch.Generator().manual_seed(0)
