@@ -138,7 +138,7 @@ def test_demo_smoke_run_writes_both_rows(tmp_path: Path):
     out = tmp_path / "demo"
     report = run_demo(out, epochs=1, limit=64, threads=1, echo=lines.append)
     saved = json.loads((out / "report.json").read_text())
-    assert saved["method"] == "pstl" and saved["epochs"] == 1 and saved["shortened"] is True
+    assert saved["method"] == "mamp" and saved["epochs"] == 1 and saved["shortened"] is True
     for row in ("pretrained", "random_init"):
         for key in ("top1", "knn_top1"):
             assert 0.0 <= saved[row][key] <= 1.0

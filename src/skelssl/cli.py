@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the bundled NW-UCLA data (CPU, minutes)")
     p.add_argument("--out", type=Path, default=Path("skelssl-demo"), help="output folder (default skelssl-demo)")
-    p.add_argument("--method", default="pstl", choices=("pstl", "skeleton2vec", "mamp"), help="default pstl")
+    p.add_argument("--method", default="mamp", choices=("pstl", "skeleton2vec", "mamp"), help="default mamp")
     p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's short schedule)")
     p.add_argument("--seed", type=int, default=0, help="pretraining, linear-head and random-init seed (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

@@ -42,11 +42,11 @@ __all__ = ["DEMO_DATA", "DEMO_EPOCHS", "DEMO_OUTPUTS", "DEMO_SPLIT", "METHODS", 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "resources" / "nw-ucla-demo.npz"
 #: Methods the demo runs (each has an ``<method>/nw-ucla`` preset).
 METHODS = ("pstl", "skeleton2vec", "mamp")
-#: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 160), chosen so that the whole demo
-#: takes at most 10 minutes on a 2-core CPU: the PSTL demo took 9 min 33 s wall with 2 threads on the unloaded
-#: 2-core machine (batch-32 preset; 12 epochs took 10 min 27 s). Skeleton2vec costs about as much per clip as
-#: PSTL, MAMP about 2.5 times less.
-DEMO_EPOCHS = {"pstl": 11, "skeleton2vec": 6, "mamp": 15}
+#: Pretraining epochs of the shortened schedules (the presets run 20 / 60 / 320), chosen so that the whole demo
+#: takes at most 10 minutes on a 2-core CPU, measured with 2 threads on the unloaded 2-core machine: MAMP (the
+#: default) 7 min 30 s for 150 epochs; PSTL 9 min 33 s for 11 epochs (12 took 10 min 27 s). On one thread a preset
+#: epoch takes about 90 s (PSTL), 25 s (Skeleton2vec) and 5 s (MAMP) on that machine.
+DEMO_EPOCHS = {"pstl": 11, "skeleton2vec": 6, "mamp": 150}
 #: The generic importer's name for the file's ``split`` member (NW-UCLA cross-view).
 DEMO_SPLIT = "default"
 #: What the demo writes into ``DIR`` (and what ``overwrite=True`` removes first).
@@ -271,7 +271,7 @@ def run_demo(
     out: str | Path,
     *,
     epochs: int | None = None,
-    method: str = "pstl",
+    method: str = "mamp",
     seed: int = 0,
     echo: Callable[[str], None] = print,
     overwrite: bool = False,
