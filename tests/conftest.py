@@ -58,28 +58,31 @@ def restore_torch_globals() -> Iterator[None]:
 GLOO_TIMEOUT_S = 180.0
 """How long a spawned gloo group may run before the test fails (and its processes are killed) instead of hanging."""
 
-RankBody = Callable[[int, int, Path], None]
+RankBody = Callable[[int, int, Path], "dict[str, torch.Tensor] | None"]
 
 
 def _gloo_rank(rank: int, world: int, init: str, out_dir: str, body: RankBody) -> None:
-    """One spawned rank: one thread, a gloo group over a ``file://`` store, ``body(rank, world, out_dir)``."""
+    """One spawned rank: one thread, a gloo group over a ``file://`` store, ``body(rank, world, out_dir)``; what the
+    body returns is saved to ``out_dir/rank{rank}.pt`` for the test."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        body(rank, world, Path(out_dir))
+        result = body(rank, world, Path(out_dir))
+        torch.save(result or {}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture
-def spawn_gloo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+def spawn_gloo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[dict[str, torch.Tensor]]]:
     """``spawn_gloo(body, world)`` runs the module-level ``body(rank, world, tmp_path)`` in ``world`` fresh processes
-    joined by a gloo group on loopback; a rank's exception fails the test, and so does a group still running after
+    joined by a gloo group on loopback and returns what each rank's body returned (a dict of tensors, ``{}`` for
+    none), in rank order; a rank's exception fails the test, and so does a group still running after
     ``GLOO_TIMEOUT_S`` (its processes are killed: a hung collective must not stall the suite)."""
     if "GLOO_SOCKET_IFNAME" not in os.environ:
         monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback: no network needed
 
-    def run(body: RankBody, world: int, *, timeout: float = GLOO_TIMEOUT_S) -> None:
+    def run(body: RankBody, world: int, *, timeout: float = GLOO_TIMEOUT_S) -> list[dict[str, torch.Tensor]]:
         init = f"file://{tmp_path / 'rendezvous'}"
         ctx = mp.spawn(_gloo_rank, args=(world, init, str(tmp_path), body), nprocs=world, join=False)
         deadline = time.monotonic() + timeout
@@ -89,5 +92,6 @@ def spawn_gloo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
                     proc.kill()
                     proc.join()
                 pytest.fail(f"{world} gloo processes running {body.__name__} still going after {timeout:.0f} s")
+        return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(world)]
 
     return run

@@ -447,7 +447,7 @@ DDP_SIZES = (3, 4)  # unequal per-rank batches; global N = 7
 DDP_CFG = {"hidden_channels": 4, "hidden_dim": 16, "projector_dim": 64, "dropout": 0.0, "sync_bn": True}
 
 
-def _ddp_worker(rank: int, world: int, out_dir: Path) -> None:
+def _ddp_worker(rank: int, world: int, out_dir: Path) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     method = PSTL(layout="ntu25", config=PSTLConfig(**DDP_CFG), distributed=True).double().train()
     model = nn.parallel.DistributedDataParallel(method)
@@ -457,12 +457,12 @@ def _ddp_worker(rank: int, world: int, out_dir: Path) -> None:
     out["loss"].backward()
     result = {"loss": out["loss"].detach()}
     result.update({f"grad.{name}": p.grad for name, p in method.named_parameters()})
-    torch.save(result, out_dir / f"rank{rank}.pt")
+    return result
 
 
-def test_ddp_uses_the_global_batch(tmp_path, spawn_gloo):
+def test_ddp_uses_the_global_batch(spawn_gloo):
     """2 gloo ranks = one process whose encoder sees each rank's rows apart (its BN is per rank) on the global batch."""
-    spawn_gloo(_ddp_worker, 2)
+    results = spawn_gloo(_ddp_worker, 2)
 
     torch.manual_seed(0)
     method = PSTL(layout="ntu25", config=PSTLConfig(**DDP_CFG)).double().train()
@@ -472,7 +472,7 @@ def test_ddp_uses_the_global_batch(tmp_path, spawn_gloo):
     out = method(ntu_batch(n=sum(DDP_SIZES), dtype=torch.float64), generator=torch.Generator().manual_seed(4))
     out["loss"].backward()
     for rank in range(2):  # float64: BatchNorm over 3–4 samples amplifies float32 rounding in early-layer gradients
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        got = results[rank]
         torch.testing.assert_close(got["loss"], out["loss"].detach(), rtol=1e-10, atol=1e-10)
         for name, p in method.named_parameters():
             torch.testing.assert_close(got[f"grad.{name}"], p.grad, rtol=1e-8, atol=1e-9, msg=f"rank {rank}: {name}")
