@@ -95,7 +95,7 @@ def render_markdown(report: dict[str, Any], *, images: Sequence[str] = ()) -> st
     lines = [f"# {report['protocol']} evaluation", ""]
     encs = report.get("encoders") or [enc]
     for e in encs:
-        tag = f" ({_baseline(e)})" if _baseline(e) else ""
+        tag = f" ({label})" if (label := _baseline(e)) else ""
         lines.append(
             f"- encoder: `{e.get('path')}`{tag} — {e.get('method')} {e.get('kind')}, stream {e.get('stream')}, "
             f"weights digest `{str(e.get('digest'))[:12]}`"
@@ -206,8 +206,8 @@ def summary_line(report: dict[str, Any], path: str | Path) -> str:
     """``linear top1 61.2% top5 95.0% (final-epoch, pstl recipe, 150 epochs) … → DIR/report.json``."""
     parts = [str(report.get("protocol"))]
     enc = report.get("encoder") or {}
-    if _baseline(enc):
-        parts.append(f"[{_baseline(enc)}]")
+    if label := _baseline(enc):
+        parts.append(f"[{label}]")
     top1 = report.get("top1")
     if top1 is not None:
         text = f"top1 {100 * top1:.1f}%"
