@@ -434,3 +434,14 @@ def test_cpu_dropout_matches_dropout_semantics() -> None:
     assert torch.equal(drop(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert not Dropout(1.0).train()(x).any()
+
+
+@pytest.mark.parametrize("drop", [None, [0, 7]])
+def test_forward_features_is_the_grid_forward_pools(drop: list[int] | None) -> None:
+    torch.manual_seed(0)
+    model = STGCN(layout="kinect20", hidden_channels=4, hidden_dim=8).eval()
+    x = torch.randn(3, 2, 30, 20, 3)
+    grid = model.forward_features(x, drop)
+    assert grid.shape == (3, 2, math.ceil(math.ceil(30 / 2) / 2), 20 - len(drop or []), 8)
+    torch.testing.assert_close(model(x, drop, per_person=True), grid.mean(dim=(2, 3)))
+    torch.testing.assert_close(model(x, drop), grid.mean(dim=(1, 2, 3)))

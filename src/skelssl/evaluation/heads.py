@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from einops import reduce
 from torch import nn
 
 from skelssl.errors import ConfigError
+from skelssl.evaluation.pooling import joint_pool
 from skelssl.models.transformer import SkeletonTransformer
 
 __all__ = ["Classifier", "LargeHead", "LinearHead", "large_head_parameters"]
@@ -90,9 +90,7 @@ class LargeHead(nn.Module):
             raise ValueError(
                 f"LargeHead expects (N, M, TP, V={self.num_joints}, D={self.dim}) tokens, got {tuple(tokens.shape)}"
             )
-        z = self.dropout(tokens)
-        z = reduce(z, "n m t v d -> n m (v d)", "mean")  # mean over segments, joints concatenated
-        z = reduce(z, "n m vd -> n vd", "mean")  # mean over persons
+        z = joint_pool(self.dropout(tokens))  # mean over segments and persons, joints concatenated
         return self.fc2(self.relu(self.bn(self.fc1(z))))
 
 

@@ -217,6 +217,19 @@ class STGCN(nn.Module):
         ``(V,)`` / ``(N, V)`` with ``True`` marking the joints to drop (the same count per sample; masks
         read their count on the host, so prefer indices under ``torch.compile``). Indices must be distinct.
         """
+        m = x.shape[1]
+        feats = reduce(self._grid(x, drop_joints), "(n m) d t v -> n m d", "mean", m=m)
+        return feats if per_person else feats.mean(dim=1)
+
+    def forward_features(self, x: Tensor, drop_joints: Tensor | Sequence[int] | None = None) -> Tensor:
+        """The last block's output before pooling: ``(N, M, T′, V′, D)`` for ``x`` ``(N, M, T, V, C)``
+        (``T′ = ⌈T/4⌉``; ``V′`` = the joints kept, see :meth:`forward`). ``forward`` is its mean over
+        ``(T′, V′)`` and then persons."""
+        grid = self._grid(x, drop_joints)
+        return rearrange(grid, "(n m) d t v -> n m t v d", m=x.shape[1])
+
+    def _grid(self, x: Tensor, drop_joints: Tensor | Sequence[int] | None) -> Tensor:
+        """``x`` ``(N, M, T, V, C)`` through the input BatchNorm and the blocks → ``(N·M, D, T′, V′)``."""
         n, m, _, v, c = x.shape
         if v != self.num_joints or c != self.in_channels:
             raise ValueError(
@@ -241,8 +254,7 @@ class STGCN(nn.Module):
             if keep is not None:
                 adj = _slice_adjacency(adj, keep)
             x = block(x, adj)
-        feats = reduce(x, "(n m) d t v -> n m d", "mean", m=m)
-        return feats if per_person else feats.mean(dim=1)
+        return x
 
 
 def _slice_adjacency(adj: Tensor, keep: Tensor) -> Tensor:
