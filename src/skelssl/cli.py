@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="key=value",
         help="protocol options, e.g. recipe=mae selection=best fraction=0.01 seeds=1,2,3 ks=1,20 "
+        "pool=mean|joint (frozen features: mean over tokens, or per joint) "
         "cache=DIR (feature cache; default OUT/../.feature-cache) embedding=pca|tsne|none",
     )
     p.set_defaults(func=_cmd_eval)

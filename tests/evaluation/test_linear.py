@@ -150,3 +150,36 @@ def test_run_linear_on_a_subset_and_errors(ctx_factory) -> None:  # type: ignore
         run_linear(ctx_factory("e", recipe="sgd"))
     with pytest.raises(ConfigError, match="unknown option 'recipie'"):
         run_linear(ctx_factory("f", recipie="mae"))
+
+
+def test_views_are_trained_on_one_per_epoch_in_turn() -> None:
+    rng = np.random.default_rng(3)
+    x, y = _blobs(rng, 300, 4)
+    other = x + rng.normal(size=x.shape).astype(np.float32) * 3
+    test_x, test_y = x[200:], y[200:]
+    kw = {"num_classes": 4, "seed": 5}
+
+    def fit(train: np.ndarray, epochs: int) -> np.ndarray:
+        return fit_linear(train, y[:200], test_x, test_y, recipe=LinearRecipe.mae(epochs=epochs), **kw).logits
+
+    plain = fit(x[:200], 3)
+    assert np.array_equal(fit(x[None, :200], 3), plain)  # one view = the (N, D) form
+    assert np.array_equal(fit(np.stack([x[:200]] * 2), 3), plain)  # identical views: nothing changes
+    # epoch 0 sees view 0, epoch 1 view 1: with the same schedule, one epoch of (A, B) is one epoch of A
+    two = np.stack([x[:200], other[:200]])
+    assert np.array_equal(fit(two, 1), fit(x[:200], 1))
+    assert not np.array_equal(fit(two, 2), fit(x[:200], 2))
+    with pytest.raises(ConfigError, match="train_y"):
+        fit_linear(two[:, :150], y[:200], test_x, test_y, recipe=LinearRecipe.mae(epochs=1), **kw)
+    with pytest.raises(ConfigError, match=r"\(K, N, D\)"):
+        fit_linear(two[None], y[:200], test_x, test_y, recipe=LinearRecipe.mae(epochs=1), **kw)
+
+
+def test_run_linear_per_joint_features(ctx_factory) -> None:  # type: ignore[no-untyped-def]
+    mean = run_linear(ctx_factory("pool-mean", recipe="mae"))
+    joint = run_linear(ctx_factory("pool-joint", recipe="mae", pool="joint"))
+    assert mean["settings"]["feature_dim"] == 16 and mean["settings"]["pool"].startswith("mean")
+    assert joint["settings"]["feature_dim"] == 20 * 16 and joint["settings"]["pool"].startswith("joint")
+    assert joint["top1"] != mean["top1"] or joint["history"] != mean["history"]
+    with pytest.raises(ConfigError, match="pool='max'"):
+        run_linear(ctx_factory("pool-max", pool="max"))

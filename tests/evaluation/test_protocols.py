@@ -207,6 +207,21 @@ def test_run_knn_rows_and_reported_k(store_path: Path, run_dir: Path, tmp_path: 
         run_knn(ctx)
 
 
+def test_knn_on_per_joint_features(store_path: Path, run_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(store_path, run_dir, tmp_path / "knn-joint")
+    ctx.options = {"pool": "joint", "ks": "1"}
+    report = run_knn(ctx)
+    train_f, train_y, _ = encoder_features(ctx, "train")
+    test_f, test_y, _ = encoder_features(ctx, "test")
+    assert train_f.shape == (40, 20 * 16) and report["settings"]["feature_dim"] == 20 * 16
+    assert report["settings"]["pool"].startswith("joint")
+    assert report["top1"] == pytest.approx(knn_accuracy(train_f, train_y, test_f, test_y, ks=(1,))[1])
+    ctx.options = {}
+    mean_f, _, _ = encoder_features(ctx, "test")  # cached apart from the per-joint features
+    assert mean_f.shape == (20, 16)
+    np.testing.assert_allclose(test_f.reshape(20, 20, 16).mean(1), mean_f, rtol=1e-4, atol=1e-5)
+
+
 def test_base_report_is_json_and_complete(store_path: Path, run_dir: Path, tmp_path: Path) -> None:
     ctx = _ctx(store_path, run_dir, tmp_path)
     head = base_report(ctx, "linear", {"epochs": 3})
@@ -265,6 +280,10 @@ def test_raw_input_features_are_the_encoders_clips(store_path: Path, run_dir: Pa
     assert rnd.shape == (20, 16)
     report = run_knn(ctx)
     assert report["encoder"]["raw_input"] is True and report["encoder"]["random_init"] is False
+    assert report["settings"]["pool"].startswith("none (raw input")
+    ctx.options = {"pool": "joint"}  # a flattened clip has no tokens to pool: the same features
+    assert np.array_equal(encoder_features(ctx, "test")[0], feats)
+    ctx.options = {}
     expected = knn_accuracy(*encoder_features(ctx, "train")[:2], feats, labels, ks=(1,))
     assert report["top1"] == pytest.approx(expected[1])
 

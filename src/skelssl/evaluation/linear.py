@@ -8,10 +8,13 @@ Two recipes, chosen by the encoder's method (``recipe=mae|pstl`` overrides):
 - ``pstl`` (PSTL / AimCLR family, spec §1.9): ``Linear(D, K)`` Xavier-normal weight, zero bias; Adam lr 0.01,
   no weight decay; ``CosineAnnealingLR(T_max=epochs)`` stepped per epoch; 150 epochs; batch 128.
 
-Deviation from the references, on purpose: the features are those of the deterministic test view, computed
-once and cached (no training-time augmentation of the probe's inputs, as MAMP/Skeleton2vec use), which makes
-the probe take seconds. Every batch is shuffled from a CPU ``torch.Generator`` seeded by the run's seed, which
-also initialises the head: the same seed gives the same result. A final batch of a single sample is merged
+Deviation from the references, on purpose, by default: the features are those of the deterministic test
+view, computed once and cached (no training-time augmentation of the probe's inputs, as MAMP/Skeleton2vec
+use), which makes the probe take seconds. ``augment=K`` trains on K cached augmented draws instead, one per
+epoch in turn (:mod:`skelssl.evaluation.augmented`). ``pool=joint`` probes per-joint features
+(:mod:`skelssl.evaluation.pooling`; not the references' pooling). Every batch is shuffled from a CPU
+``torch.Generator`` seeded by the run's seed, which also initialises the head: the same seed gives the same
+result. A final batch of a single sample is merged
 into the previous one (BatchNorm needs two). The reported accuracy is the final epoch's;
 ``selection=best`` reports the best epoch on the test set instead, labelled as such.
 """
@@ -26,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import nn
 
 from skelssl.errors import ConfigError
+from skelssl.evaluation.augmented import AUGMENT_OPTIONS, augment_settings, augmented_features
 from skelssl.evaluation.protocols import (
     SELECTION_BEST,
     SELECTION_FINAL,
@@ -39,6 +44,7 @@ from skelssl.evaluation.protocols import (
     encoder_features,
     feature_cache_dir,
     option,
+    pool_setting,
 )
 
 __all__ = [
@@ -52,7 +58,7 @@ __all__ = [
 ]
 
 #: ``key=value`` options ``run_linear`` understands.
-LINEAR_OPTIONS = frozenset({"recipe", "selection", "lr", "batch_size", "cache"})
+LINEAR_OPTIONS = frozenset({"recipe", "selection", "lr", "batch_size", "cache", "pool"} | AUGMENT_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,10 @@ def fit_linear(
     """Train a linear probe on ``train_x`` ``(N, D)`` / ``train_y`` ``(N,)`` and evaluate on the test set after
     every epoch. Deterministic for a given ``seed`` (on one device).
 
+    ``train_x`` may also be ``(K, N, D)``: K views of the same N training clips (augmented draws); epoch ``e``
+    trains on view ``e mod K``, so every epoch has the same steps and sees each clip once, as the references'
+    on-the-fly augmentation.
+
     On the CPU it runs with one intra-op thread (restored afterwards): the probe's operations are tiny, and
     several threads only add synchronisation (20x slower on a busy 2-core machine)."""
     recipe.check()
@@ -211,21 +221,28 @@ def _fit(
     seed: int,
     device: str | torch.device,
 ) -> LinearResult:
-    if len(train_x) < 2:
-        raise ConfigError(f"a linear probe needs at least 2 training samples, got {len(train_x)}")
     dev = torch.device(device)
     xtr = torch.as_tensor(np.asarray(train_x, dtype=np.float32), device=dev)
+    if xtr.ndim == 2:
+        xtr = rearrange(xtr, "n d -> 1 n d")
+    if xtr.ndim != 3 or xtr.shape[0] < 1:
+        raise ConfigError(f"train_x must be (N, D) or (K, N, D), got shape {tuple(np.shape(train_x))}")
+    if xtr.shape[1] < 2:
+        raise ConfigError(f"a linear probe needs at least 2 training samples, got {xtr.shape[1]}")
+    if xtr.shape[1] != len(train_y):
+        raise ConfigError(f"train_x has {xtr.shape[1]} samples but train_y {len(train_y)}")
     ytr = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=dev)
     xte = torch.as_tensor(np.asarray(test_x, dtype=np.float32), device=dev)
     yte = torch.as_tensor(np.asarray(test_y, dtype=np.int64), device=dev)
     if int(ytr.max()) >= num_classes or int(ytr.min()) < 0:
         raise ConfigError(f"training labels must lie in 0..{num_classes - 1}")
     generator = torch.Generator().manual_seed(int(seed))
-    head = build_linear_head(xtr.shape[1], num_classes, recipe, generator).to(dev)
+    views, n = xtr.shape[0], xtr.shape[1]
+    head = build_linear_head(xtr.shape[2], num_classes, recipe, generator).to(dev)
     opt = _optimizer(head, recipe)
     loss_fn = nn.CrossEntropyLoss()
-    batch = min(recipe.batch_size, len(xtr))
-    steps = len(_batches(len(xtr), batch, torch.Generator().manual_seed(0)))
+    batch = min(recipe.batch_size, n)
+    steps = len(_batches(n, batch, torch.Generator().manual_seed(0)))
     history: list[float] = []
     losses: list[float] = []
     best = (-1.0, 0, None)
@@ -233,12 +250,13 @@ def _fit(
     for epoch in range(recipe.epochs):
         head.train()
         total, count = 0.0, 0
-        for step, idx in enumerate(_batches(len(xtr), batch, generator)):
+        view = xtr[epoch % views]
+        for step, idx in enumerate(_batches(n, batch, generator)):
             lr = recipe.lr_at(epoch, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = idx.to(dev)
-            loss = loss_fn(head(xtr[idx]), ytr[idx])
+            loss = loss_fn(head(view[idx]), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -292,14 +310,20 @@ def run_linear(
     docstring of :mod:`skelssl.evaluation.protocols`) and writes ``logits.npy`` (final — or with
     ``selection=best`` the selected — test logits, ``(N_test, K)``) and ``labels.npy`` to ``ctx.out_dir``.
 
-    Options: ``recipe=mae|pstl``, ``selection=final|best``, ``lr=``, ``batch_size=``, ``cache=DIR``."""
+    Options: ``recipe=mae|pstl``, ``selection=final|best``, ``lr=``, ``batch_size=``, ``cache=DIR``,
+    ``pool=mean|joint`` (:mod:`skelssl.evaluation.pooling`), ``augment=K`` and ``augment_rotation=θ``
+    (:mod:`skelssl.evaluation.augmented`)."""
     check_options(ctx, known_options if known_options is not None else LINEAR_OPTIONS, "linear")
     start = time.perf_counter()
     selection = option(ctx, "selection", "final")
     if selection not in ("final", "best"):
         raise ConfigError(f"selection={selection!r}: expected final or best")
     recipe = linear_recipe(ctx)
-    train_f, train_y, train_idx = encoder_features(ctx, ctx.train_part)
+    draws, theta = augment_settings(ctx)
+    if draws:
+        train_f, train_y, train_idx = augmented_features(ctx, ctx.train_part, draws=draws, theta=theta)
+    else:
+        train_f, train_y, train_idx = encoder_features(ctx, ctx.train_part)
     test_f, test_y, _ = encoder_features(ctx, ctx.test_part)
     if train_indices is not None:
         wanted = np.asarray(train_indices, dtype=np.int64)
@@ -307,7 +331,7 @@ def run_linear(
         if missing.size:
             raise ConfigError(f"{missing.size} train_indices are not in {ctx.split}/{ctx.train_part}")
         keep = np.isin(train_idx, wanted)
-        train_f, train_y = train_f[keep], train_y[keep]
+        train_f, train_y = train_f[..., keep, :], train_y[keep]
     num_classes = ctx.store.num_classes
     result = fit_linear(
         train_f, train_y, test_f, test_y, num_classes=num_classes, recipe=recipe, seed=ctx.seed, device=ctx.device
@@ -326,9 +350,17 @@ def run_linear(
         "init": recipe.init,
         "train_samples": len(train_y),
         "test_samples": len(test_y),
-        "features": "frozen encoder, test-time view, cached",
+        "features": (
+            f"frozen encoder, cached; training: {draws} augmented draws (training view + rotation "
+            f"U(-{theta:g}, {theta:g}) rad), one per epoch in turn; test: test-time view"
+            if draws
+            else "frozen encoder, test-time view, cached"
+        ),
+        "augment": draws,
+        "augment_rotation": theta if draws else None,
+        "pool": pool_setting(ctx),
         "feature_cache": str(feature_cache_dir(ctx)),
-        "feature_dim": int(train_f.shape[1]),
+        "feature_dim": int(train_f.shape[-1]),
     }
     report = base_report(ctx, "linear", settings)
     report.update(accuracy_report(logits, test_y, class_names=ctx.store.class_names))

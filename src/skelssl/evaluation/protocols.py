@@ -9,7 +9,8 @@
 - :func:`clip_config_for` / :func:`make_eval_dataset`: the encoder's preset view of the evaluation store
   (test view for features), with a layout mapping when the store's layout differs from the encoder's.
 - :func:`encoder_features`: frozen features of a part, cached on disk
-  (:func:`~skelssl.evaluation.features.cached_features`).
+  (:func:`~skelssl.evaluation.features.cached_features`), pooled as option ``pool=mean|joint`` says
+  (:mod:`skelssl.evaluation.pooling`).
 - :func:`accuracy_report` and :func:`base_report`: the pieces of every report dict.
 
 Report dict (every protocol returns one; :func:`skelssl.evaluation.report.write_report` writes it)::
@@ -26,6 +27,7 @@ name, "joints_missing", "top1", "top5"}`` (what :func:`skelssl.evaluation.plots.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +37,13 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from skelssl import __version__
 from skelssl.data.clips import CLIP_PRESETS, ClipConfig, ClipDataset, clip_config_from, make_clip
 from skelssl.data.store import SkeletonStore
 from skelssl.errors import BadInputError, ConfigError
+from skelssl.evaluation.pooling import POOLS, pooled_encoder
 from skelssl.skeleton.layouts import Layout, get_layout, layout_mapping
 
 __all__ = [
@@ -58,9 +62,11 @@ __all__ = [
     "encoder_features",
     "encoder_layout",
     "feature_cache_dir",
+    "feature_pool",
     "load_eval_encoder",
     "make_eval_dataset",
     "option",
+    "pool_setting",
     "refuse_raw_input",
     "run_knn",
 ]
@@ -424,30 +430,57 @@ def calibrate_random_init(ctx: EvalContext, encoder: LoadedEncoder, *, batch_siz
         encoder.module.bn_calibrated = f"{ctx.split}/{ctx.train_part}"
 
 
+def feature_pool(ctx: EvalContext, encoder: LoadedEncoder | None = None) -> str:
+    """The context's ``pool=`` option (``mean`` by default; ``ConfigError`` for an unknown one). The raw-input
+    baseline has no token grid to pool: its feature is the whole clip flattened, whatever ``pool`` says."""
+    pool = option(ctx, "pool", "mean")
+    if pool not in POOLS:
+        raise ConfigError(f"pool={pool!r}: expected one of {', '.join(POOLS)}")
+    enc = encoder if encoder is not None else ctx.encoder
+    return "mean" if enc.raw_input else pool
+
+
+def pool_setting(ctx: EvalContext) -> str:
+    """How a report names the features' pooling (``settings["pool"]``)."""
+    if ctx.encoder.raw_input:
+        return "none (raw input: the whole clip flattened)"
+    pool = feature_pool(ctx)
+    return "joint (per-joint mean over time and persons, V·D)" if pool == "joint" else "mean (over all tokens)"
+
+
 def encoder_features(
     ctx: EvalContext,
     part: str,
     *,
     encoder: LoadedEncoder | None = None,
     batch_size: int = 64,
+    train_view: Callable[[ClipDataset], Dataset] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frozen features of ``ctx.split``/``part`` (test view): ``(features float32 (N, D), labels (N,),
     store indices (N,))``, cached under :func:`feature_cache_dir` (one entry per encoder digest × store
-    × part × stream; reused while the key matches)."""
+    × part × stream × pooling; reused while the key matches). Option ``pool=mean|joint``
+    (:mod:`skelssl.evaluation.pooling`): ``D`` is the encoder's feature width, or ``V·D`` per joint.
+
+    ``train_view``: encode ``train_view(the part's training clip view)`` instead of the test view (the
+    augmented draws of :mod:`skelssl.evaluation.augmented`; the wrapper's ``cache_identity()`` keys the cache).
+    """
     from skelssl.evaluation.features import cached_features, state_dict_digest
 
     enc = encoder if encoder is not None else ctx.encoder
+    pool = feature_pool(ctx, enc)
     calibrate_random_init(ctx, enc, batch_size=batch_size)
-    dataset = make_eval_dataset(ctx, part, train=False, encoder=enc)
+    dataset = make_eval_dataset(ctx, part, train=train_view is not None, encoder=enc)
+    items: Dataset = dataset if train_view is None else train_view(dataset)
+    view = dataset.config if train_view is None else json.dumps(items.cache_identity(), sort_keys=True)  # type: ignore[attr-defined]
     digest = state_dict_digest(enc.module)
     name = hashlib.sha256(
-        f"{digest}|{Path(ctx.store.path).resolve()}|{ctx.split}|{part}|{enc.stream}|{dataset.config}".encode()
+        f"{digest}|{Path(ctx.store.path).resolve()}|{ctx.split}|{part}|{enc.stream}|{view}|{pool}".encode()
     ).hexdigest()[:20]
     return cached_features(
-        enc.module,
-        dataset,
+        pooled_encoder(enc.module, pool),
+        items,
         feature_cache_dir(ctx) / name,
-        key_parts={"mapping": list(getattr(dataset, "mapping", ()) or ())},
+        key_parts={"mapping": list(getattr(dataset, "mapping", ()) or ()), "pool": pool},
         batch_size=batch_size,
         device=ctx.device,
         stream=enc.stream,
@@ -564,7 +597,7 @@ def base_report(ctx: EvalContext, protocol: str, settings: dict[str, Any]) -> di
 # -------------------------------------------------------------------------------------------- kNN
 
 #: ``key=value`` options ``run_knn`` understands.
-KNN_OPTIONS = frozenset({"ks", "k", "tie_break", "cache"})
+KNN_OPTIONS = frozenset({"ks", "k", "tie_break", "cache", "pool"})
 
 
 def run_knn(ctx: EvalContext) -> dict[str, Any]:
@@ -573,7 +606,8 @@ def run_knn(ctx: EvalContext) -> dict[str, Any]:
 
     ``rows``: one per k with its top-1. The report's ``top1``, ``per_class`` and ``confusion`` are those of
     ``k`` (option ``k=``, default 1 — the nearest neighbour, no vote); ``top5`` is ``None`` (a kNN vote gives
-    no ranking beyond the winner). Options: ``ks=1,5,10,20``, ``k=1``, ``tie_break=similarity|label``."""
+    no ranking beyond the winner). Options: ``ks=1,5,10,20``, ``k=1``, ``tie_break=similarity|label``,
+    ``pool=mean|joint``."""
     import time
 
     from skelssl.evaluation.knn import knn_classify
@@ -605,7 +639,9 @@ def run_knn(ctx: EvalContext) -> dict[str, Any]:
         "train_samples": len(train_y),
         "test_samples": len(test_y),
         "features": "frozen encoder, test-time view, cached",
+        "pool": pool_setting(ctx),
         "feature_cache": str(feature_cache_dir(ctx)),
+        "feature_dim": int(train_f.shape[1]),
     }
     report = base_report(ctx, "knn", settings)
     onehot = np.zeros((len(test_y), k), dtype=np.float32)
