@@ -58,7 +58,7 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
         if row in raws:
             expected = {"linear", "knn", "semi10"}
         else:
-            expected = {"linear", "knn", "semi10", "finetune", "finetune10"} | (
+            expected = {"linear", "linear_joint", "knn", "semi10", "finetune", "finetune10"} | (
                 set() if row in randoms else {"pretrain"}
             )
         assert {p for r, p in cmds if r == row} == expected, row
@@ -74,6 +74,8 @@ def test_plan_covers_every_method_protocol_and_baseline(tmp_path: Path) -> None:
         cmds[("pstl", "finetune10")].startswith("skelssl eval semi ") and "fraction=0.1" in cmds[("pstl", "finetune10")]
     )
     assert "fraction=0.1" in cmds[("pstl", "semi10")] and "recipe=mae" in cmds[("pstl", "linear")]
+    assert cmds[("mamp", "linear_joint")].startswith("skelssl eval linear ")
+    assert cmds[("mamp", "linear_joint")].endswith("recipe=mae pool=joint") and "pool" not in cmds[("mamp", "linear")]
     # every output folder is distinct
     assert len({s.out for s in plan.steps}) == len(plan.steps)
 
@@ -94,7 +96,7 @@ def test_plan_reuses_runs_and_subsets(tmp_path: Path) -> None:
 
 
 def test_markdown_table_from_reports(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, methods=["pstl"], protocols=["linear", "knn"])
+    plan = _plan(tmp_path, methods=["pstl"], protocols=["linear", "linear_joint", "knn"])
     for step in plan.steps:
         step.out.mkdir(parents=True)
         if step.protocol == "pretrain":
@@ -102,15 +104,15 @@ def test_markdown_table_from_reports(tmp_path: Path) -> None:
             (step.out / "encoder.json").write_text(json.dumps({"metrics": {"steps": 300}}))
         else:
             rows = [{"k": 1, "top1": 0.44}, {"k": 20, "top1": 0.3}] if step.protocol == "knn" else []
-            (step.out / "report.json").write_text(
-                json.dumps({"top1": 0.5 if step.row == "pstl" else 0.25, "rows": rows})
-            )
+            top1 = (0.6 if step.protocol == "linear_joint" else 0.5) if step.row == "pstl" else 0.25
+            (step.out / "report.json").write_text(json.dumps({"top1": top1, "rows": rows}))
     log = tmp_path / "steps.jsonl"
     log.write_text(
         json.dumps({"row": "pstl", "protocol": "pretrain", "command": "x", "seconds": 1200.0, "rc": 0}) + "\n"
     )
     table = nw.markdown(nw.collect(plan, log), plan.rows)
-    assert "| pstl | 20.0 min | 50.0 | 44.0 | 30.0 | – | – | – |" in table
+    assert "| pstl | 20.0 min | 50.0 | 60.0 | 44.0 | 30.0 | – | – | – |" in table
+    assert "| raw input (pstl/nw-ucla) | – | 25.0 | – | 44.0 |" in table  # no per-joint probe of raw clips
     assert "| random init (pstl/nw-ucla) | – | 25.0 |" in table
     assert "`skelssl eval knn --encoder" in table
 

@@ -89,3 +89,11 @@ def test_summary_line() -> None:
     assert "top5" not in knn and "(k=1 50.0%, k=5 40.0%)" in knn
     semi = render_markdown(_report(top1=0.5, top1_std=0.02))
     assert "50.00 ± 2.00" in semi
+    joint = _report()
+    joint["settings"] = {**joint["settings"], "pool": "joint (per-joint …)", "augment": 10}
+    assert "recipe pstl, epochs 150, pool joint, augment 10]" in summary_line(joint, "r")
+    # semi names its linear head's pooling
+    head = _report(protocol="semi")
+    head["settings"] = {"fraction": 0.1, "head_settings": {"pool": "joint (per-joint …)", "augment": 0}}
+    assert summary_line(head, "r").count("[") == 1 and "fraction 0.1, pool joint]" in summary_line(head, "r")
+    assert "pool" not in summary_line(_report(), "r")

@@ -226,10 +226,11 @@ def summary_line(report: dict[str, Any], path: str | Path) -> str:
     for key in ("recipe", "fraction", "epochs"):
         if key in settings:
             extra.append(f"{key} {settings[key]}")
-    if str(settings.get("pool", "")).startswith("joint"):
+    probe = {**(settings.get("head_settings") or {}), **settings}  # semi: its head's settings
+    if str(probe.get("pool", "")).startswith("joint"):
         extra.append("pool joint")
-    if settings.get("augment"):
-        extra.append(f"augment {settings['augment']}")
+    if probe.get("augment"):
+        extra.append(f"augment {probe['augment']}")
     if extra:
         parts.append("[" + ", ".join(extra) + "]")
     parts.append(f"in {report.get('seconds', 0):.1f} s → {path}")
