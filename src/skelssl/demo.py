@@ -207,7 +207,8 @@ def _pictures(out: Path, store: Any, run_dir: Path, method: str, seed: int, echo
     clip = ["--data", str(store.path), "--index", index]
     jobs = {
         "sequence.png": ["sequence", *clip, "--out", str(folder / "sequence.png")],
-        "masks": ["masks", *clip, "--out", str(folder / "masks"), "--method", method, "--seed", str(seed)],
+        # the masks of the preset the demo trains (its clips, token grid and ratios), not the reference ones
+        "masks": ["masks", *clip, "--out", str(folder / "masks"), "--config", f"{method}/nw-ucla", "--seed", str(seed)],
         "curves.png": ["curves", "--run", str(run_dir), "--out", str(folder / "curves.png")],
     }
     made: list[str] = []

@@ -33,6 +33,13 @@ def test_viz_masks_one_method(viz_store, tmp_path: Path, capsys: pytest.CaptureF
     code = main(["viz", "masks", "--data", str(viz_store.path), "--index", "0", "--out", str(out), "--method", "mamp"])
     assert code == 0 and [p.name for p in out.iterdir()] == ["mamp-mask.png"]
     assert "59 of 600 tokens visible" in capsys.readouterr().out
+    # --config: the preset's masks, on its clips (MAMP's CPU preset: 32 frames, 8 x 20 tokens, 15 visible)
+    code = main(["viz", "masks", "--data", str(viz_store.path), "--index", "0", "--out", str(out / "p"),
+                 "--config", "mamp/nw-ucla"])  # fmt: skip
+    assert code == 0 and "15 of 160 tokens visible" in capsys.readouterr().out
+    code = main(["viz", "masks", "--data", str(viz_store.path), "--index", "0", "--out", str(out / "q"),
+                 "--config", "mamp/nw-ucla", "--method", "pstl"])  # fmt: skip
+    assert code == 2 and "pretrains mamp, not --method pstl" in capsys.readouterr().err
 
 
 def test_viz_curves_and_embeddings(tmp_path: Path) -> None:

@@ -118,3 +118,59 @@ def test_all_figures_and_options(viz_store, tmp_path: Path) -> None:
         plot_mask_figures(viz_store, 1, tmp_path / "n", method="mae")
     with pytest.raises(ConfigError, match="unknown mask figure"):
         plot_mask_figures(viz_store, 1, tmp_path / "n", method="mamp", options={"tube": {}})
+
+
+@pytest.mark.parametrize("method", ["mamp", "skeleton2vec", "pstl"])
+def test_preset_masks_follow_the_preset(viz_store, tmp_path: Path, method: str) -> None:
+    from skelssl.config import load_config
+    from skelssl.configs import resolve
+    from skelssl.data.clips import clip_config_from
+    from skelssl.engine.pretrain import PretrainConfig
+    from skelssl.viz.masks import preset_masks
+
+    cfg = load_config(PretrainConfig, resolve(f"{method}/nw-ucla"))
+    name, clip_cfg, options = preset_masks(cfg)
+    d = cfg.data
+    assert name == method and not clip_cfg.train
+    assert clip_cfg == clip_config_from(
+        d.clips,
+        train=False,
+        seed=0,
+        persons=d.persons,
+        frames=d.frames,
+        normalize=d.normalize,
+        align_spine=d.align_spine,
+    )
+    pics = plot_mask_figures(viz_store, 6, tmp_path, method=name, seed=3, options=options, clips={name: clip_cfg})
+    clip = method_clip(viz_store, 6, name, config=clip_cfg)
+    assert tuple(clip.shape) == (d.persons, clip_cfg.frames, 20, 3)
+    if method == "mamp":  # the preset's grid: 32 frames / 4 = 8 segments x 20 joints, 15 visible (int(160 x 0.1))
+        m = cfg.mamp
+        want = motion_aware_mask(clip, segment=m.segment, mask_ratio=m.mask_ratio, tau=m.tau, generator=_gen(3))
+        assert pics["mamp-mask"].mask.shape == (1, 8, 20) and pics["mamp-mask"].num_visible == 15
+        np.testing.assert_array_equal(pics["mamp-mask"].mask.reshape(1, -1), want.mask.numpy())
+    elif method == "skeleton2vec":  # 30 frames / 3 = 10 segments; ratio 0.8: 3 of 20 joints visible per tube
+        s = cfg.skeleton2vec
+        pic = pics["skeleton2vec-tube"]
+        assert pic.mask.shape == (1, 10, 20) and pic.num_visible == 2 * 3 * 5
+        want = motion_aware_tube_mask(
+            clip, segment=s.segment, tube_len=s.tube_len, mask_ratio=s.mask_ratio, beta=s.beta, generator=_gen(3)
+        )
+        np.testing.assert_array_equal(pic.mask.reshape(1, -1), want.mask.numpy())
+    else:  # PSTL: its CSM draws and MATM frames on its 50-frame, 2-person AimCLR clips
+        p = cfg.pstl
+        assert len(pics["pstl-matm"].dropped_frames) == 2 * p.matm_frames
+        want = central_spatial_mask(viz_store.layout, num_joints=p.csm_joints, mode=p.csm_mode, generator=_gen(3),
+                                    batch_shared=True)  # fmt: skip
+        assert pics["pstl-csm"].masked_joints == tuple(sorted(int(j) for j in want.tolist()))
+
+
+def test_preset_masks_refuse_random_masks() -> None:
+    from skelssl.config import load_config
+    from skelssl.configs import resolve
+    from skelssl.engine.pretrain import PretrainConfig
+    from skelssl.viz.masks import preset_masks
+
+    cfg = load_config(PretrainConfig, resolve("skeleton2vec/nw-ucla"), ["skeleton2vec.mask=random"])
+    with pytest.raises(ConfigError, match="only tube masks"):
+        preset_masks(cfg)

@@ -2,7 +2,8 @@
 
 ```
 skelssl viz sequence --data STORE (--index I | --name NAME) --out FILE.png|FILE.gif [--frames N] [--view xy|xz|zy]
-skelssl viz masks --data STORE (--index I | --name NAME) --out DIR [--method pstl|skeleton2vec|mamp|all] [--seed S]
+skelssl viz masks --data STORE (--index I | --name NAME) --out DIR [--method pstl|skeleton2vec|mamp|all]
+                  [--config PRESET] [--seed S]
 skelssl viz curves --run RUN --out FILE.png
 skelssl viz embeddings --features features.npy --out FILE.png [--method pca|tsne]
 ```
@@ -80,7 +81,22 @@ def _masks(args: argparse.Namespace) -> int:
         raise ConfigError(f"--view {args.view!r}: use one of {', '.join(_VIEWS)}")
     store = _open(args.data)
     i = resolve_sequence(store, args.index, args.name)
-    pictures = plot_mask_figures(store, i, args.out, method=args.method, seed=args.seed, view=args.view)
+    method, options, clips = args.method or "all", None, None
+    if args.config is not None:
+        from skelssl.config import load_config
+        from skelssl.configs import resolve
+        from skelssl.engine.pretrain import PretrainConfig
+        from skelssl.viz.masks import preset_masks
+
+        preset, clip, options = preset_masks(load_config(PretrainConfig, resolve(args.config)))
+        if args.method not in (None, preset):
+            raise ConfigError(
+                f"--config {args.config} pretrains {preset}, not --method {args.method}: give one of them"
+            )
+        method, clips = preset, {preset: clip}
+    pictures = plot_mask_figures(
+        store, i, args.out, method=method, seed=args.seed, view=args.view, options=options, clips=clips
+    )
     for name, pic in pictures.items():
         if hasattr(pic, "masked_joints"):
             what = f"joints {', '.join(store.layout.joints[j] for j in pic.masked_joints)} removed"
@@ -154,7 +170,14 @@ def add_viz_parser(subparsers: Any) -> argparse.ArgumentParser:
     q = sub.add_parser("masks", help="each method's masks on a real clip (CSM, MATM, tubes, MAMP)")
     sequence_args(q)
     q.add_argument("--out", required=True, type=Path, help="output folder for the PNGs")
-    q.add_argument("--method", default="all", choices=("pstl", "skeleton2vec", "mamp", "all"), help="default all")
+    q.add_argument(
+        "--method", default=None, choices=("pstl", "skeleton2vec", "mamp", "all"), help="default all (reference masks)"
+    )
+    q.add_argument(
+        "--config",
+        default=None,
+        help="a pretraining preset or YAML (e.g. mamp/nw-ucla): its method's masks on its clips, as it trains",
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
 
     q = sub.add_parser("curves", help="loss, learning rate and kNN monitor of a run (metrics.jsonl)")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from skelssl.data.clips import ClipConfig
 from skelssl.errors import ConfigError
 from skelssl.masking import (
     central_spatial_mask,
@@ -49,6 +50,7 @@ __all__ = [
     "plot_mask_figures",
     "plot_matm",
     "plot_tube_mask",
+    "preset_masks",
 ]
 
 #: ``skelssl viz masks --method`` choices and the figures each writes
@@ -105,17 +107,60 @@ def _layout(layout: Layout | str) -> Layout:
     return get_layout(layout) if isinstance(layout, str) else layout
 
 
-def method_clip(store: Any, index: int, method: str, *, persons: int | None = None) -> torch.Tensor:
+def method_clip(
+    store: Any, index: int, method: str, *, persons: int | None = None, config: ClipConfig | None = None
+) -> torch.Tensor:
     """Sequence ``index`` of ``store`` in ``method``'s test-time clip view ``(M, T, V, C)``: PSTL 50 frames
     (AimCLR normalisation), Skeleton2vec 90 (PySKL), MAMP 120 (MAMP's crop-resize); ``M`` = the store's
-    persons unless given."""
-    from skelssl.data.clips import ClipConfig, ClipDataset
+    persons unless given. ``config``: this clip view instead (a preset's, see :func:`preset_masks`)."""
+    from skelssl.data.clips import ClipDataset
 
     presets = {"pstl": ClipConfig.pstl, "skeleton2vec": ClipConfig.skeleton2vec, "mamp": ClipConfig.mamp}
     if method not in presets:
         raise ConfigError(f"unknown method {method!r}; use one of {', '.join(presets)}")
-    config = presets[method](persons=int(persons or store.num_persons)).replace(train=False)
-    return ClipDataset(store=store, config=config, indices=[int(index)])[0]["x"]
+    if config is None:
+        config = presets[method](persons=int(persons or store.num_persons))
+    return ClipDataset(store=store, config=config.replace(train=False), indices=[int(index)])[0]["x"]
+
+
+def preset_masks(cfg: Any) -> tuple[str, ClipConfig, dict[str, dict[str, Any]]]:
+    """What a pretraining config (a :class:`~skelssl.engine.pretrain.PretrainConfig`, e.g. a preset) masks and
+    on which clips: ``(method, its test-time clip view, options for`` :func:`plot_mask_figures` ``)`` — MAMP's
+    segment, ratio and τ; Skeleton2vec's segment, tube length, ratio, β (0 for plain tubes) and rounding;
+    PSTL's CSM joints and mode, MATM frames and mode."""
+    from skelssl.data.clips import clip_config_from
+
+    d = cfg.data
+    clip = clip_config_from(
+        d.clips,
+        train=False,
+        seed=0,
+        persons=d.persons,
+        frames=d.frames,
+        normalize=d.normalize,
+        align_spine=d.align_spine,
+    )
+    if cfg.method == "mamp":
+        m = cfg.mamp
+        return "mamp", clip, {"mamp-mask": {"segment": m.segment, "mask_ratio": m.mask_ratio, "tau": m.tau}}
+    if cfg.method == "skeleton2vec":
+        s = cfg.skeleton2vec
+        if s.mask not in ("motion_tube", "tube"):
+            raise ConfigError(f"skeleton2vec.mask={s.mask!r}: only tube masks (motion_tube, tube) are drawn")
+        beta = s.beta if s.mask == "motion_tube" else 0.0
+        tube = {"segment": s.segment, "tube_len": s.tube_len, "mask_ratio": s.mask_ratio, "beta": beta}
+        return "skeleton2vec", clip, {"skeleton2vec-tube": {**tube, "rounding": s.rounding}}
+    if cfg.method == "pstl":
+        p = cfg.pstl
+        return (
+            "pstl",
+            clip,
+            {
+                "pstl-csm": {"num_joints": p.csm_joints, "mode": p.csm_mode},
+                "pstl-matm": {"num_frames": p.matm_frames, "mode": p.matm_mode},
+            },
+        )
+    raise ConfigError(f"unknown method {cfg.method!r}; use one of {', '.join(MASK_METHODS)}")
 
 
 def plot_csm(
@@ -331,11 +376,13 @@ def plot_mask_figures(
     seed: int = 0,
     view: str = "xy",
     options: dict[str, dict[str, Any]] | None = None,
+    clips: dict[str, ClipConfig] | None = None,
 ) -> dict[str, Any]:
     """Every mask figure of ``method`` (``pstl``, ``skeleton2vec``, ``mamp`` or ``all``) for sequence ``index``
     of ``store``, each on the method's own clip view, into ``out_dir/<name>.png``. ``options`` maps a figure
     name to keyword arguments of its function (e.g. ``{"skeleton2vec-tube": {"mask_ratio": 0.8}}``); the
-    defaults are the reference hyper-parameters. Returns name → picture."""
+    defaults are the reference hyper-parameters. ``clips`` maps a method to the clip view to draw on instead
+    of its reference one (a preset's: :func:`preset_masks`). Returns name → picture."""
     if method != "all" and method not in MASK_METHODS:
         raise ConfigError(f"unknown method {method!r}; use one of {', '.join([*MASK_METHODS, 'all'])}")
     out = Path(out_dir)
@@ -348,7 +395,7 @@ def plot_mask_figures(
         raise ConfigError(f"unknown mask figure(s) {', '.join(sorted(unknown))} in options")
     pictures: dict[str, Any] = {}
     for m in chosen:
-        clip = method_clip(store, index, m)
+        clip = method_clip(store, index, m, config=(clips or {}).get(m))
         for name in MASK_METHODS[m]:
             kw = {"seed": seed, **opts.get(name, {})}
             if name.startswith("pstl"):
