@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import torch
 
 from skelssl.data.importers import get_importer_class
 from skelssl.data.prepare import prepare_store
+from skelssl.data.store import SkeletonStore
 from skelssl.engine.checkpoint import save_encoder
+from skelssl.evaluation.protocols import EvalContext, load_eval_encoder
 from skelssl.models.registry import encoder_spec
 from skelssl.models.stgcn import STGCN
 
@@ -56,3 +59,17 @@ def save_tiny_encoder(run_dir: Path, *, layout: str = "kinect20", seed: int = 0,
     run_dir.mkdir(parents=True, exist_ok=True)
     weights, _ = save_encoder(run_dir / "encoder", enc, card)
     return weights
+
+
+def small_ctx_factory(shared_data: Path, root: Path, *, epochs: int) -> Callable[..., EvalContext]:
+    """``make(out, **options)`` → an :class:`EvalContext` of a tiny saved ST-GCN on a small NW-UCLA store
+    (split ``xview``), ``epochs`` classifier epochs, outputs under ``root/evals/out``."""
+    store = SkeletonStore.open(make_small_store(shared_data, root))
+    save_tiny_encoder(root / "run")
+    enc = load_eval_encoder(root / "run")
+
+    def make(out: str, **options: str) -> EvalContext:
+        return EvalContext(encoders=[enc], store=store, split="xview", out_dir=root / "evals" / out,
+                           epochs=epochs, options=dict(options))  # fmt: skip
+
+    return make

@@ -8,27 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from skelssl.data.store import SkeletonStore
 from skelssl.errors import ConfigError
 from skelssl.evaluation.augmented import RotatedClips, augmented_features
 from skelssl.evaluation.linear import run_linear
-from skelssl.evaluation.protocols import EvalContext, load_eval_encoder, make_eval_dataset
+from skelssl.evaluation.protocols import make_eval_dataset
 
-from .eval_helpers import make_small_store, save_tiny_encoder
+from .eval_helpers import small_ctx_factory
 
 
 @pytest.fixture(scope="module")
 def ctx_factory(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("aug")
-    store = SkeletonStore.open(make_small_store(shared_data, root))
-    save_tiny_encoder(root / "run")
-    enc = load_eval_encoder(root / "run")
-
-    def make(out: str, **options: str) -> EvalContext:
-        return EvalContext(encoders=[enc], store=store, split="xview", out_dir=root / "evals" / out,
-                           epochs=20, options=dict(options))  # fmt: skip
-
-    return make
+    return small_ctx_factory(shared_data, tmp_path_factory.mktemp("aug"), epochs=20)
 
 
 def _pairwise(x: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from skelssl.data.store import SkeletonStore
 from skelssl.errors import ConfigError
 from skelssl.evaluation.linear import LinearRecipe, build_linear_head, fit_linear, recipe_for_method, run_linear
-from skelssl.evaluation.protocols import SELECTION_BEST, SELECTION_FINAL, EvalContext, load_eval_encoder
+from skelssl.evaluation.protocols import SELECTION_BEST, SELECTION_FINAL
 
-from .eval_helpers import make_small_store, save_tiny_encoder
+from .eval_helpers import small_ctx_factory
 
 
 def test_recipes_as_specified() -> None:
@@ -111,16 +110,7 @@ def test_single_sample_last_batch_is_merged() -> None:
 
 @pytest.fixture(scope="module")
 def ctx_factory(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("lin")
-    store = SkeletonStore.open(make_small_store(shared_data, root))
-    save_tiny_encoder(root / "run")
-    enc = load_eval_encoder(root / "run")
-
-    def make(out: str, **options: str) -> EvalContext:
-        return EvalContext(encoders=[enc], store=store, split="xview", out_dir=root / "evals" / out,
-                           epochs=30, options=dict(options))  # fmt: skip
-
-    return make
+    return small_ctx_factory(shared_data, tmp_path_factory.mktemp("lin"), epochs=30)
 
 
 def test_run_linear_end_to_end(ctx_factory) -> None:  # type: ignore[no-untyped-def]

@@ -124,23 +124,15 @@ def test_all_figures_and_options(viz_store, tmp_path: Path) -> None:
 def test_preset_masks_follow_the_preset(viz_store, tmp_path: Path, method: str) -> None:
     from skelssl.config import load_config
     from skelssl.configs import resolve
-    from skelssl.data.clips import clip_config_from
-    from skelssl.engine.pretrain import PretrainConfig
+    from skelssl.engine.pretrain import PretrainConfig, pretrain_clip_config
     from skelssl.viz.masks import preset_masks
 
     cfg = load_config(PretrainConfig, resolve(f"{method}/nw-ucla"))
     name, clip_cfg, options = preset_masks(cfg)
     d = cfg.data
     assert name == method and not clip_cfg.train
-    assert clip_cfg == clip_config_from(
-        d.clips,
-        train=False,
-        seed=0,
-        persons=d.persons,
-        frames=d.frames,
-        normalize=d.normalize,
-        align_spine=d.align_spine,
-    )
+    assert clip_cfg == pretrain_clip_config(cfg, train=False)  # the preset's own (test-time) clips
+    assert clip_cfg.frames == {"mamp": 32, "skeleton2vec": 30, "pstl": 50}[method]
     pics = plot_mask_figures(viz_store, 6, tmp_path, method=name, seed=3, options=options, clips={name: clip_cfg})
     clip = method_clip(viz_store, 6, name, config=clip_cfg)
     assert tuple(clip.shape) == (d.persons, clip_cfg.frames, 20, 3)

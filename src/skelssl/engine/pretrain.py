@@ -165,7 +165,7 @@ class PretrainConfig:
                 f"schedule.warmup_epochs = {self.schedule.warmup_epochs} is longer than train.epochs = "
                 f"{self.train.epochs}; allowed: 0..{self.train.epochs}"
             )
-        frames = _clip_config(self, train=True).frames
+        frames = pretrain_clip_config(self, train=True).frames
         store = _try_open(self.data.store)
         layout = store.layout if store is not None else None
         checker = {"pstl": PSTL, "skeleton2vec": Skeleton2vec, "mamp": MAMP}.get(self.method)
@@ -243,7 +243,8 @@ def _init_distributed(device: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _clip_config(cfg: PretrainConfig, *, train: bool) -> ClipConfig:
+def pretrain_clip_config(cfg: PretrainConfig, *, train: bool) -> ClipConfig:
+    """The clips ``cfg`` pretrains on (``train=True``, seeded by ``train.seed``) or its test-time view."""
     d = cfg.data
     return clip_config_from(
         d.clips,
@@ -276,7 +277,7 @@ def build_method(cfg: PretrainConfig, store: SkeletonStore, *, distributed: bool
     if cfg.method == "pstl":
         return PSTL(layout=store.layout, config=cfg.pstl, in_channels=store.channels, distributed=distributed)
     if cfg.method in ("skeleton2vec", "mamp"):
-        frames = int(_clip_config(cfg, train=True).frames)  # type: ignore[arg-type]
+        frames = int(pretrain_clip_config(cfg, train=True).frames)  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {
             "layout": store.layout,
             "frames": frames,
@@ -350,7 +351,9 @@ def pretrain(
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
     # every check that can fail on the data comes before the run directory is written
     store = SkeletonStore.open(cfg.data.store)
-    dataset = ClipDataset(store=store, config=_clip_config(cfg, train=True), split=cfg.data.split, part=cfg.data.part)
+    dataset = ClipDataset(
+        store=store, config=pretrain_clip_config(cfg, train=True), split=cfg.data.split, part=cfg.data.part
+    )
     check_batch_size(cfg, len(dataset), world=ctx.world)
     per_rank = t.batch_size // ctx.world
     if ctx.main:
@@ -717,7 +720,7 @@ def _knn(
         from skelssl.evaluation.features import calibrate_batchnorm
         from skelssl.evaluation.knn import knn_monitor
 
-        clip = _clip_config(cfg, train=False)
+        clip = pretrain_clip_config(cfg, train=False)
         train = ClipDataset(store=store, config=clip, split=cfg.data.split, part=cfg.data.part)
         test = ClipDataset(store=store, config=clip, split=cfg.data.split, part=cfg.data.monitor_part)
         stream = getattr(getattr(method, "config", None), "stream", "joint")

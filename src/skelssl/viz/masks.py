@@ -128,18 +128,9 @@ def preset_masks(cfg: Any) -> tuple[str, ClipConfig, dict[str, dict[str, Any]]]:
     on which clips: ``(method, its test-time clip view, options for`` :func:`plot_mask_figures` ``)`` — MAMP's
     segment, ratio and τ; Skeleton2vec's segment, tube length, ratio, β (0 for plain tubes) and rounding;
     PSTL's CSM joints and mode, MATM frames and mode."""
-    from skelssl.data.clips import clip_config_from
+    from skelssl.engine.pretrain import pretrain_clip_config
 
-    d = cfg.data
-    clip = clip_config_from(
-        d.clips,
-        train=False,
-        seed=0,
-        persons=d.persons,
-        frames=d.frames,
-        normalize=d.normalize,
-        align_spine=d.align_spine,
-    )
+    clip = pretrain_clip_config(cfg, train=False)
     if cfg.method == "mamp":
         m = cfg.mamp
         return "mamp", clip, {"mamp-mask": {"segment": m.segment, "mask_ratio": m.mask_ratio, "tau": m.tau}}
